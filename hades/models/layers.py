@@ -1,0 +1,98 @@
+"""Building blocks shared by every token mixer: norms, the short causal conv, the MLP.
+
+Each lives here once; mixers import them instead of re-writing them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # fp32 statistics regardless of the activation dtype
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba2's gated norm with norm_before_gate=False: RMSNorm(y * silu(z)) (PAPER.md step 8).
+
+    `group_size` normalises over groups of that many channels (Mamba2 uses one group per
+    n_groups; None = the whole width).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None):
+        super().__init__()
+        self.eps = eps
+        self.group_size = group_size or dim
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        dtype = y.dtype
+        h = y.float() * F.silu(z.float())
+        g = h.unflatten(-1, (-1, self.group_size))
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (g.flatten(-2) * self.weight.float()).to(dtype)
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal conv over time (kernel d_conv), optional SiLU, with a decode state.
+
+    forward: x (B, T, C) -> (B, T, C); final state = the last d_conv-1 inputs, (B, C, d_conv-1)
+    step:    x (B, C), state (B, C, d_conv-1) -> (B, C), new state
+    """
+
+    def __init__(self, channels: int, d_conv: int = 4, activation: bool = True, bias: bool = True):
+        super().__init__()
+        self.d_conv = d_conv
+        self.activation = activation
+        self.conv = nn.Conv1d(channels, channels, d_conv, groups=channels, padding=d_conv - 1, bias=bias)
+
+    def forward(self, x: Tensor, return_state: bool = False) -> tuple[Tensor, Tensor | None]:
+        T = x.shape[1]
+        xt = x.transpose(1, 2)  # (B, C, T)
+        y = self.conv(xt)[..., :T].transpose(1, 2)
+        if self.activation:
+            y = F.silu(y)
+        state = None
+        if return_state:
+            k = self.d_conv - 1
+            state = F.pad(xt, (max(0, k - T), 0))[..., -k:].contiguous() if k > 0 else xt[..., :0]
+        return y, state
+
+    def init_state(self, batch_size: int, channels: int, device, dtype) -> Tensor:
+        return torch.zeros(batch_size, channels, self.d_conv - 1, device=device, dtype=dtype)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        window = torch.cat([state, x.unsqueeze(-1)], dim=-1)  # (B, C, d_conv)
+        w = self.conv.weight.squeeze(1)  # (C, d_conv)
+        y = (window * w).sum(-1)
+        if self.conv.bias is not None:
+            y = y + self.conv.bias
+        if self.activation:
+            y = F.silu(y)
+        return y, window[..., 1:]
+
+
+class SwiGLU(nn.Module):
+    """The MLP of fla's attention-style blocks: hidden = round_up(2/3 * ratio * D, 256)."""
+
+    def __init__(self, d_model: int, ratio: float):
+        super().__init__()
+        hidden = int(2 * ratio * d_model / 3)
+        hidden = 256 * ((hidden + 255) // 256) if d_model >= 256 else max(8, 8 * ((hidden + 7) // 8))
+        self.gate_proj = nn.Linear(d_model, hidden, bias=False)
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

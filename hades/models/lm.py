@@ -1,0 +1,252 @@
+"""The causal LM shared by every grid id: embedding -> n_layer pre-norm blocks -> norm -> head.
+
+A block is `x + mixer(norm(x))`, followed by `x + mlp(norm(x))` when mlp_ratio > 0 (the
+attention-style baselines, as in fla); Mamba-style stacks have mixer-only blocks.
+
+Hugging Face compatibility: `HadesConfig`/`HadesForCausalLM` are registered with the Auto
+classes, save/load through safetensors with the config inside, and `generate()` (greedy or
+sampled) decodes with the recurrent state cache, so lm-eval's `HFLM(pretrained=model)` works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from hades.config import ModelConfig, check_model
+
+from .layers import RMSNorm, SwiGLU
+from .mixers import build_mixer
+from .mixers.base import State
+
+MODEL_TYPE = "hades_lm"
+_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
+
+
+class HadesConfig(PretrainedConfig):
+    """HF config carrying every ModelConfig field (the saved config *is* the ModelConfig)."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, **kwargs):
+        defaults = dataclasses.asdict(ModelConfig())
+        for name in _FIELDS:
+            setattr(self, name, kwargs.pop(name, defaults[name]))
+        if self.vocab_size is None:
+            self.vocab_size = 50277
+        kwargs.setdefault("tie_word_embeddings", False)  # we tie by sharing, not by HF's machinery
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig, **kwargs) -> HadesConfig:
+        return cls(**dataclasses.asdict(cfg), **kwargs)
+
+    def to_model_config(self) -> ModelConfig:
+        return ModelConfig(**{name: getattr(self, name) for name in _FIELDS})
+
+
+@dataclass
+class LMOutput(CausalLMOutput):
+    """CausalLMOutput + the weighted auxiliary losses (summed over layers) and the state."""
+
+    aux_losses: dict[str, Tensor] | None = None
+    state: list[State] | None = None
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = build_mixer(cfg, layer_idx)
+        self.mlp = None
+        if cfg.mlp_ratio > 0:
+            self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio)
+
+    def forward(self, x: Tensor, return_state: bool = False):
+        out = self.mixer(self.norm(x), return_state=return_state)
+        x = x + out.y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, out.aux, out.state
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm(x), state)
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+
+class HadesForCausalLM(PreTrainedModel):
+    config_class = HadesConfig
+    base_model_prefix = "hades"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["Block"]
+
+    def __init__(self, config: HadesConfig):
+        super().__init__(config)
+        cfg = config.to_model_config()
+        check_model(cfg, "model")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        self.post_init()
+        self.reset_parameters()
+
+    # -- init ------------------------------------------------------------------------------
+    def _init_weights(self, module):  # HF hook: our init is explicit in reset_parameters
+        pass
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = self.cfg.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.layers:
+            block.mixer.init_weights()
+
+    # -- parameter groups --------------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Full names of parameters excluded from weight decay: biases, norm weights, and what
+        each mixer lists (A_log, D, dt_bias, γ, ...)."""
+        names = set()
+        for name, p in self.named_parameters():
+            if p.ndim < 2 or name.endswith(".bias") or "norm" in name.split(".")[-2]:
+                names.add(name)
+        for i, block in enumerate(self.layers):
+            names |= {f"layers.{i}.mixer.{n}" for n in block.mixer.no_weight_decay()}
+        return names
+
+    # -- forward -----------------------------------------------------------------------------
+    def logits(self, h: Tensor) -> Tensor:
+        h = self.norm_f(h)
+        w = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, w)[..., : self.cfg.vocab_size]
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        attention_mask: Tensor | None = None,  # accepted for HF callers; causal models ignore padding on the right
+        return_state: bool = False,
+        **_hf_kwargs,
+    ) -> LMOutput:
+        """input_ids: (B, T) -> logits (B, T, vocab). With labels (B, T), loss = next-token CE
+        (labels shifted inside; -100 ignored) + the weighted aux losses."""
+        x = self.embed(input_ids)
+        aux_total: dict[str, Tensor] = {}
+        states = [] if return_state else None
+        for block in self.layers:
+            x, aux, st = block(x, return_state=return_state)
+            for k, v in aux.items():
+                aux_total[k] = aux_total.get(k, 0.0) + v
+            if return_state:
+                states.append(st)
+        logits = self.logits(x)
+        weights = {"balance": self.cfg.lambda_balance, "diversity": self.cfg.lambda_diversity}
+        aux_weighted = {k: weights.get(k, 1.0) * v for k, v in aux_total.items()}
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+            for v in aux_weighted.values():
+                loss = loss + v
+        return LMOutput(loss=loss, logits=logits, aux_losses=aux_weighted, state=states)
+
+    # -- recurrent decoding ------------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None, dtype=None) -> list[State]:
+        device = device or self.embed.weight.device
+        dtype = dtype or self.embed.weight.dtype
+        return [b.mixer.init_state(batch_size, device, dtype) for b in self.layers]
+
+    def step(self, token: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
+        """token: (B,) -> logits (B, vocab) and the new per-layer state."""
+        x = self.embed(token)
+        new_state = []
+        for block, st in zip(self.layers, state):
+            x, st = block.step(x, st)
+            new_state.append(st)
+        return self.logits(x), new_state
+
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor) -> tuple[Tensor, list[State]]:
+        """One parallel pass over the prompt: last-position logits (B, vocab) and the state."""
+        out = self.forward(input_ids, return_state=True)
+        return out.logits[:, -1], out.state
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        stopping_criteria=None,
+        generator: torch.Generator | None = None,
+        attention_mask: Tensor | None = None,
+        **_ignored,
+    ) -> Tensor:
+        """Prefill the prompt in parallel, then decode token by token with the state cache.
+
+        input_ids: (B, T0) without padding (left-padded prompts are not supported: a
+        recurrent state would absorb the pads). Returns (B, T0 + n) token ids.
+        """
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("generate(): padded prompts are not supported by recurrent decoding; batch prompts of equal length")
+        if max_new_tokens is None:
+            max_new_tokens = (max_length or input_ids.shape[1] + 20) - input_ids.shape[1]
+        eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
+        logits, state = self.prefill(input_ids)
+        out = input_ids
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for _ in range(max(0, max_new_tokens)):
+            if do_sample:
+                scores = logits.float() / max(temperature, 1e-6)
+                if top_k:
+                    kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+                    scores = scores.masked_fill(scores < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(scores, -1), 1, generator=generator).squeeze(-1)
+            else:
+                nxt = logits.argmax(-1)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if eos:
+                done |= torch.isin(nxt, torch.tensor(sorted(eos), device=nxt.device))
+                if bool(done.all()):
+                    break
+            if stopping_criteria is not None and _stop(stopping_criteria, out):
+                break
+            logits, state = self.step(nxt, state)
+        return out
+
+
+def _stop(criteria, ids: Tensor) -> bool:
+    res = criteria(ids, None)
+    return bool(res.all()) if isinstance(res, Tensor) else bool(res)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int | None = None) -> HadesForCausalLM:
+    """Build a randomly initialised LM from a ModelConfig (vocab_size fills a None)."""
+    if vocab_size is not None and cfg.vocab_size is None:
+        cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
+    return HadesForCausalLM(HadesConfig.from_model_config(cfg))
+
+
+AutoConfig.register(MODEL_TYPE, HadesConfig, exist_ok=True)
+AutoModelForCausalLM.register(HadesConfig, HadesForCausalLM, exist_ok=True)

@@ -1,0 +1,61 @@
+"""The contract every token mixer follows.
+
+A mixer maps u: (batch, seqlen, d_model) -> y of the same shape. It has exactly two compute
+paths for the parallel forward -- `reference` (plain PyTorch, runs anywhere, chunked/parallel,
+no per-token Python loop) and `fast` (GPU kernels from `kernels/`, added where they exist) --
+plus the recurrent `step` used for decoding. `use_fast_path(x)` is the one dispatch point.
+
+Decode invariant (tested for every arch): forward over T tokens == forward(return_state=True)
+over a prefix, then `step` token by token from the returned state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hades.config import ModelConfig
+
+State = dict[str, Tensor]
+
+
+class MixerOutput(NamedTuple):
+    y: Tensor  # (B, T, D)
+    aux: dict[str, Tensor]  # unweighted auxiliary losses, e.g. {"balance": ..., "diversity": ...}
+    state: State | None  # recurrent state after the last token (only with return_state=True)
+
+
+class Mixer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.cfg = cfg
+        self.layer_idx = layer_idx
+
+    # -- parallel forward ----------------------------------------------------------------
+    def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
+        raise NotImplementedError
+
+    def use_fast_path(self, x: Tensor) -> bool:
+        """Kernels on CUDA unless the config asks for the reference (cfg.kernel)."""
+        return self.cfg.kernel == "auto" and x.is_cuda
+
+    # -- recurrent decoding ----------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        raise NotImplementedError
+
+    def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
+        """u: (B, D) one token -> y: (B, D) and the new state (a new dict; inputs untouched)."""
+        raise NotImplementedError
+
+    # -- initialisation ----------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """(Re)initialise the parameters that the LM's generic init (normal(0, σ) for Linear and
+        Embedding weights, zero biases) does not cover: A_log, dt_bias, D, γ, conv, decay, ...
+        Called once by the LM after its generic init."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to this module) of parameters excluded from weight decay besides
+        biases and norm weights, which the optimizer excludes by rule (A_log, D, dt_bias, γ...)."""
+        return set()
