@@ -1,0 +1,161 @@
+"""Shared state of the workflow, included first by the Snakefile.
+
+- CFG: the validated config (hades.config.Config); validation runs here, at parse time, so a
+  typo stops Snakemake before any job starts and the message names the key and the file.
+- GRID: the experiment ids (the `{model}` wildcard).
+- Path helpers: the results layout of docs/CONTRACTS.md, in one place.
+- cfg_hash(section, model=None): a short hash of one resolved config section, used as a rule
+  param so that Snakemake's `params` rerun trigger reruns exactly the jobs whose section
+  changed (a changed experiment reruns only that model's training and what reads it).
+- Input functions shared by several stages.
+
+Nothing here touches the network or imports torch: `snakemake -n` must stay fast and offline.
+"""
+
+import dataclasses
+import os
+
+from hades.config import ConfigError, config_hash, load_config
+
+
+def _config_sources():
+    """The config files behind `config`, as the user named them (for error messages)."""
+    cwd = os.getcwd() + os.sep
+    files = [
+        str(f)[len(cwd) :] if str(f).startswith(cwd) else str(f)
+        for f in workflow.configfiles
+    ]
+    if workflow.config_settings.config:
+        files.append("--config")
+    return " + ".join(files) or "<config>"
+
+
+CONFIG_SOURCE = _config_sources()
+try:
+    CFG = load_config(config, source=CONFIG_SOURCE)
+except ConfigError as e:
+    # a clean one-paragraph message instead of a traceback through Snakemake's parser
+    raise WorkflowError(f"invalid config\n{e}") from None
+
+GRID = list(CFG.experiments)
+RESULTS = CFG.results_dir.rstrip("/")
+PASSKEY_MODELS = list(CFG.passkey.get("models", []))
+ANALYSIS_MODELS = list(CFG.analysis.get("models", []))
+
+
+wildcard_constraints:
+    model="|".join(GRID),
+
+
+# --- paths (docs/CONTRACTS.md "Results layout") ------------------------------------------
+
+
+def res(*parts):
+    """A path under the results directory: res("eval", "{model}", "lm_eval.json")."""
+    return "/".join((RESULTS,) + tuple(str(p) for p in parts))
+
+
+def log_path(rule_name, *wildcards):
+    """results/logs/<rule>/<wildcards>.log; no wildcards -> results/logs/<rule>.log"""
+    if not wildcards:
+        return res("logs", f"{rule_name}.log")
+    return res("logs", rule_name, "_".join(wildcards) + ".log")
+
+
+def bench_path(rule_name, *wildcards):
+    """results/benchmarks/<rule>/<wildcards>.tsv (same naming as log_path)."""
+    if not wildcards:
+        return res("benchmarks", f"{rule_name}.tsv")
+    return res("benchmarks", rule_name, "_".join(wildcards) + ".tsv")
+
+
+CORPUS_DIR = res("data", "corpus")
+CORPUS_FILES = [
+    f"{CORPUS_DIR}/{name}"
+    for name in ("train.jsonl", "val.jsonl", "cloze.jsonl", "corpus.json")
+]
+TOKENIZER = res("tokenizer", "tokenizer.json")
+TOKENS_MANIFEST = res("data", "tokens", "manifest.json")
+MLFLOW_EXPERIMENT = res("mlflow", "experiment.json")
+CHECKPOINT_FINAL = res("checkpoints", "{model}", "final")
+TRAIN_SUMMARY = res("train", "{model}", "summary.json")
+TRAIN_METRICS = res("train", "{model}", "metrics.jsonl")
+EVAL_JSON = res("eval", "{model}", "lm_eval.json")
+PASSKEY_CSV = res("passkey", "{model}", "passkey.csv")
+ANALYSIS_JSONS = [
+    res("analysis", "{model}", f"{name}.json") for name in ("spectrum", "delta")
+]
+TABLES = [
+    res("tables", f"table{n}.{ext}") for n in (1, 2) for ext in ("md", "csv", "tex")
+]
+
+
+# --- config hashes as params ----------------------------------------------------------------
+
+
+def cfg_hash(section, model=None):
+    """Short hash of one resolved config section, for a rule's `params:`.
+
+    cfg_hash("data") / "tokenizer" / "eval" / "passkey" / "analysis" / "tracking": that
+    top-level section. cfg_hash("experiment", "{model}" value): the *resolved* experiment of
+    one grid id (top-level model/train defaults merged with its overrides), so changing the
+    top-level defaults reruns every model, and changing one entry reruns only that one.
+    Usage in a rule: `params: cfg=lambda w: cfg_hash("experiment", w.model)`.
+    """
+    if section == "experiment":
+        return config_hash(dataclasses.asdict(CFG.experiment(model)))
+    assert model is None, f"cfg_hash({section!r}) takes no model, got {model!r}"
+    assert hasattr(CFG, section), f"cfg_hash: unknown config section {section!r}"
+    return config_hash(getattr(CFG, section))
+
+
+# --- input functions --------------------------------------------------------------------------
+
+
+def trained(wildcards):
+    """What an evaluation of `{model}` reads: its final checkpoint and training summary."""
+    return {
+        "checkpoint": CHECKPOINT_FINAL.format(model=wildcards.model),
+        "summary": TRAIN_SUMMARY.format(model=wildcards.model),
+    }
+
+
+def eval_jsons(models=None):
+    return expand(EVAL_JSON, model=models or GRID)
+
+
+def train_summaries(models=None):
+    return expand(TRAIN_SUMMARY, model=models or GRID)
+
+
+def passkey_csvs(models=None):
+    return expand(PASSKEY_CSV, model=models or PASSKEY_MODELS)
+
+
+def analysis_jsons(models=None):
+    return expand(ANALYSIS_JSONS, model=models or ANALYSIS_MODELS)
+
+
+# --- the targets of `rule all` ----------------------------------------------------------------
+
+
+def final_outputs(wildcards):
+    """Every final output of the DAG: train summaries, eval JSONs, passkey CSVs, analysis
+    JSONs, tables, figures. Evaluated after all rule files are parsed."""
+    stages = {
+        "train": train_summaries,
+        "lm_eval": eval_jsons,
+        "passkey": passkey_csvs,
+        "tables": lambda: TABLES,
+    }
+    out = []
+    for rule_name, outputs in stages.items():
+        if workflow.is_rule(rule_name):
+            out += outputs()
+    if ANALYSIS_MODELS and any(
+        workflow.is_rule(r) for r in ("spectrum", "delta", "analysis")
+    ):
+        out += analysis_jsons()
+    if workflow.is_rule("figures"):
+        out += list(rules.figures.output)
+    return out
