@@ -1,0 +1,33 @@
+"""Rules `tokenize_shard` and `tokenize` (workflow/rules/data.smk):
+hades.data.shards.tokenize_shard for one shard, hades.data.shards.write_manifest to gather them."""
+
+import logging
+import os
+
+sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
+# the Rust tokenizer's thread pool reads this once, before its first batch
+os.environ.setdefault("RAYON_NUM_THREADS", str(sm.threads))
+
+from hades.data.shards import shard_max_tokens, tokenize_shard, write_manifest  # noqa: E402
+
+logging.basicConfig(
+    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+)
+try:
+    if sm.rule == "tokenize_shard":
+        tokenize_shard(
+            corpus=sm.input.corpus,
+            tokenizer=sm.input.tokenizer,
+            shard_index=int(sm.wildcards.shard),
+            num_shards=sm.params.num_shards,
+            out_dir=sm.params.out_dir,
+            split=sm.wildcards.split,
+            max_tokens=shard_max_tokens(
+                sm.params.max_train_tokens, sm.params.num_shards, sm.wildcards.split
+            ),
+        )
+    else:
+        write_manifest(sm.params.out_dir, sm.input.corpus, sm.input.tokenizer, sm.input.parts)
+except Exception:
+    logging.exception("rule %s failed", sm.rule)
+    raise
