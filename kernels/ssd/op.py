@@ -1,0 +1,236 @@
+"""Autograd op and public functions of the Triton SSD scan (kernels in `kernel.py`).
+
+    ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64) -> (y, final_state)
+        the contract of `reference.ssd_chunked` (dt after softplus).
+    ssd_scan_routed(x, dt_raw, A, B, C, D=None, dt_bias=None, slot_ids=None, slot_bias=None,
+                    initial_state=None, chunk_size=64, softplus=True) -> (y, final_state)
+        the fused HADES / Mamba2 entry: dt = softplus(dt_raw[..., slot_ids] + slot_bias + dt_bias)
+        is formed inside the kernels (`routing.routed_dt` is its plain-torch definition).
+
+Shapes:
+    x:  (batch, seqlen, nheads, headdim)          B, C: (batch, seqlen, ngroups, dstate)
+    dt: (batch, seqlen, nheads)                     A: (nheads,) negative; D: (nheads,) or None
+    dt_raw: (batch, seqlen, M) with slot_ids (batch, seqlen, nheads) int in [0, M), or
+            (batch, seqlen, nheads) without slot_ids
+    slot_bias: (batch, seqlen, nheads) or None      dt_bias: (nheads,), () or None
+    initial_state: (batch, nheads, headdim, dstate) or None
+    -> y: (batch, seqlen, nheads, headdim) in x's dtype; final_state (batch, nheads, headdim, dstate) fp32
+
+B and C are cast to x's dtype for the matrix products; accumulation is fp32 throughout.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_fwd_kernel
+
+# Launch parameters per kernel (tuned on an H100 by benchmarks/ssd.py; see docs/benchmarks.md).
+# BLOCK_P splits the head dimension of the sequential kernels across programs (more parallelism,
+# the C.B product recomputed per block).
+CONFIG = {
+    "fwd": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    "states": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    "dstate": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    "chunk": {"num_warps": 8, "num_stages": 1},
+}
+
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+class _DtSource:
+    """How the kernels read Δ: tensors (or a dummy) plus strides and flags."""
+
+    def __init__(self, x: Tensor, dt: Tensor, slot_ids, slot_bias, dt_bias, softplus: bool):
+        b, t, h, _ = x.shape
+        self.routed = slot_ids is not None
+        if self.routed:
+            assert slot_ids.shape == (b, t, h), f"slot_ids must be (batch, seqlen, nheads) = {(b, t, h)}, got {tuple(slot_ids.shape)}"
+            assert dt.shape[:2] == (b, t) and dt.dim() == 3, f"dt_raw must be (batch, seqlen, M), got {tuple(dt.shape)}"
+        else:
+            assert dt.shape == (b, t, h), f"dt must be (batch, seqlen, nheads) = {(b, t, h)}, got {tuple(dt.shape)}"
+        if slot_bias is not None:
+            assert slot_bias.shape == (b, t, h), f"slot_bias must be (batch, seqlen, nheads) = {(b, t, h)}, got {tuple(slot_bias.shape)}"
+        self.dtb = None
+        if dt_bias is not None:
+            assert dt_bias.numel() in (1, h), f"dt_bias must have 1 or nheads={h} elements, got {tuple(dt_bias.shape)}"
+            self.dtb = dt_bias.reshape(-1).expand(h).float().contiguous()
+        self.dt, self.ids, self.bias = dt, slot_ids, slot_bias
+        self.softplus = softplus
+
+    def args(self, dummy: Tensor) -> list:
+        ids = self.ids if self.routed else dummy
+        bias = self.bias if self.bias is not None else dummy
+        dtb = self.dtb if self.dtb is not None else dummy
+        s_id = self.ids.stride() if self.routed else (0, 0, 0)
+        s_bi = self.bias.stride() if self.bias is not None else (0, 0, 0)
+        return [self.dt, ids, bias, dtb], [*self.dt.stride(), *s_id, *s_bi]
+
+    def flags(self) -> dict:
+        return dict(
+            ROUTED=self.routed, HAS_BIAS=self.bias is not None, HAS_DTB=self.dtb is not None,
+            SOFTPLUS=self.softplus,
+        )
+
+
+def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, store_states=False):
+    b, t, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    nchunks = triton.cdiv(t, chunk_size)
+    y = torch.empty_like(x) if compute_y else None
+    final = x.new_empty(b, h, p, n, dtype=torch.float32)
+    states = x.new_empty(b, nchunks, h, p, n, dtype=torch.float32) if store_states else None
+    cfg = CONFIG["fwd" if compute_y else "states"]
+    block_p = min(cfg["BLOCK_P"], _pow2(p))
+    (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
+    grid = (triton.cdiv(p, block_p), b * h)
+    ssd_fwd_kernel[grid](
+        x, dt_t, ids_t, bias_t, dtb_t, A, B, C, D if D is not None else A,
+        init if init is not None else final,
+        y if y is not None else x, final, states if states is not None else final,
+        t, h, p, n, h // g, nchunks,
+        *x.stride(), *dt_strides, *B.stride(), *C.stride(),
+        *(y.stride() if y is not None else x.stride()),
+        L=chunk_size, BLOCK_P=block_p, BLOCK_N=_pow2(n), **src.flags(),
+        HAS_D=D is not None, HAS_INIT=init is not None,
+        COMPUTE_Y=compute_y, STORE_FINAL=True, STORE_STATES=store_states,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return y, final, states
+
+
+def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit):
+    b, t, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    nchunks = triton.cdiv(t, chunk_size)
+    _, _, states = _forward(x, src, A, B, C, D, init, chunk_size, compute_y=False, store_states=True)
+    (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
+    flags = src.flags()
+    dy = dy if dy is not None else torch.zeros_like(x)
+
+    dstates = torch.empty_like(states)
+    dinit = x.new_empty(b, h, p, n, dtype=torch.float32) if need_dinit else None
+    cfg = CONFIG["dstate"]
+    block_p = min(cfg["BLOCK_P"], _pow2(p))
+    ssd_bwd_dstate_kernel[(triton.cdiv(p, block_p), b * h)](
+        dy, dt_t, ids_t, bias_t, dtb_t, A, C,
+        dfinal if dfinal is not None else dstates, dstates, dinit if dinit is not None else dstates,
+        t, h, p, n, h // g, nchunks,
+        *dy.stride(), *dt_strides, *C.stride(),
+        L=chunk_size, BLOCK_P=block_p, BLOCK_N=_pow2(n), **flags,
+        HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+
+    dx = torch.empty_like(x)
+    dpre = x.new_empty(b, t, h, dtype=torch.float32)
+    dB = torch.zeros(b, t, g, n, device=x.device, dtype=torch.float32)
+    dC = torch.zeros_like(dB)
+    dA_part = x.new_empty(h, b * nchunks, dtype=torch.float32)
+    dD_part = x.new_empty(h, b * nchunks, dtype=torch.float32) if D is not None else dA_part
+    cfg = CONFIG["chunk"]
+    ssd_bwd_chunk_kernel[(b * nchunks, h)](
+        x, dt_t, ids_t, bias_t, dtb_t, A, B, C, D if D is not None else A,
+        dy, states, dstates,
+        dx, dpre, dB, dC, dA_part, dD_part,
+        t, h, p, n, h // g, nchunks, g,
+        *x.stride(), *dt_strides, *B.stride(), *C.stride(), *dy.stride(),
+        L=chunk_size, BLOCK_P=_pow2(p), BLOCK_N=_pow2(n), **flags, HAS_D=D is not None,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    dA = dA_part.sum(1)
+    dD = dD_part.sum(1) if D is not None else None
+    return dx, dpre, dA, dB, dC, dD, dinit
+
+
+class SSDScan(torch.autograd.Function):
+    """y, final_state = SSD scan; Δ read through `_DtSource` (plain dt or routed dt_raw)."""
+
+    @staticmethod
+    def forward(ctx, x, dt, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus):
+        src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
+        A32 = A.float().contiguous()
+        D32 = D.float().contiguous() if D is not None else None
+        Bx, Cx = B.to(x.dtype), C.to(x.dtype)
+        init = initial_state.float().contiguous() if initial_state is not None else None
+        y, final, _ = _forward(x, src, A32, Bx, Cx, D32, init, chunk_size)
+        ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init)
+        ctx.meta = (chunk_size, softplus, B.dtype, C.dtype, A.dtype, None if D is None else D.dtype)
+        ctx.init_dtype = None if initial_state is None else initial_state.dtype
+        ctx.set_materialize_grads(False)
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init = ctx.saved_tensors
+        chunk_size, softplus, B_dtype, C_dtype, A_dtype, D_dtype = ctx.meta
+        src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
+        dfinal = dfinal.float().contiguous() if dfinal is not None else None
+        dx, dpre, dA, dB, dC, dD, dinit = _backward(
+            x, src, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None
+        )
+        if slot_ids is not None:  # scatter the slot gradients back onto the M filter channels
+            ddt = torch.zeros(dt.shape, device=dt.device, dtype=torch.float32)
+            ddt.scatter_add_(2, slot_ids.long(), dpre)
+        else:
+            ddt = dpre
+        dbias = dpre.to(slot_bias.dtype) if slot_bias is not None else None
+        ddt_bias = dpre.sum((0, 1)).reshape(-1) if dt_bias is not None else None
+        if ddt_bias is not None:
+            ddt_bias = (ddt_bias.sum() if dt_bias.numel() == 1 else ddt_bias).reshape(dt_bias.shape).to(dt_bias.dtype)
+        return (
+            dx, ddt.to(dt.dtype), None, dbias, ddt_bias, dA.to(A_dtype), dB.to(B_dtype), dC.to(C_dtype),
+            dD.to(D_dtype) if dD is not None else None,
+            dinit.to(ctx.init_dtype) if dinit is not None else None, None, None,
+        )
+
+
+def _check(x: Tensor, A: Tensor, B: Tensor, C: Tensor, D, chunk_size: int) -> None:
+    b, t, h, _ = x.shape
+    assert x.is_cuda or _INTERPRET, "the Triton SSD scan needs CUDA tensors (kernels.ssd.ssd_scan falls back to the reference)"
+    assert A.shape == (h,), f"A must be (nheads,) = ({h},), got {tuple(A.shape)}"
+    assert B.shape == C.shape and B.dim() == 4 and B.shape[:2] == (b, t), (
+        f"B, C must be (batch, seqlen, ngroups, dstate) with batch, seqlen = {(b, t)}; got B {tuple(B.shape)}, C {tuple(C.shape)}"
+    )
+    assert h % B.shape[2] == 0, f"nheads {h} must be a multiple of ngroups {B.shape[2]}"
+    assert D is None or D.shape == (h,), f"D must be (nheads,) = ({h},), got {tuple(D.shape)}"
+    assert chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0, f"chunk_size must be a power of 2 >= 16, got {chunk_size}"
+
+
+def ssd_scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    initial_state: Tensor | None = None, chunk_size: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Triton SSD scan with dt after softplus; same contract as `reference.ssd_chunked`.
+
+    x (batch, seqlen, nheads, headdim), dt (batch, seqlen, nheads), A (nheads,),
+    B/C (batch, seqlen, ngroups, dstate), D (nheads,) or None,
+    initial_state (batch, nheads, headdim, dstate) or None
+    -> y like x, final_state (batch, nheads, headdim, dstate) fp32."""
+    _check(x, A, B, C, D, chunk_size)
+    return SSDScan.apply(x, dt, None, None, None, A, B, C, D, initial_state, chunk_size, False)
+
+
+def ssd_scan_routed(
+    x: Tensor, dt_raw: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    dt_bias: Tensor | None = None, slot_ids: Tensor | None = None, slot_bias: Tensor | None = None,
+    initial_state: Tensor | None = None, chunk_size: int = 64, softplus: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Fused HADES / Mamba2 scan: Δ = softplus(dt_raw[b, t, slot_ids[b, t, h]] + slot_bias + dt_bias)
+    formed inside the kernels (plain-torch definition: `kernels.ssd.routing.routed_dt`).
+
+    dt_raw (batch, seqlen, M) with slot_ids (batch, seqlen, nheads), or (batch, seqlen, nheads)
+    without; slot_bias (batch, seqlen, nheads) or None; dt_bias (nheads,), () or None.
+    Other shapes and outputs: `ssd_scan`. Gradients flow to dt_raw, slot_bias and dt_bias
+    (not to the integer slot_ids)."""
+    _check(x, A, B, C, D, chunk_size)
+    return SSDScan.apply(x, dt_raw, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus)
