@@ -1,6 +1,8 @@
 """`hades` command line: small tools around the pipeline.
 
     hades params config/paper.yaml [--json]     parameter counts of every grid id (meta device)
+    hades train --config C --model M            train one grid id (also: python -m hades.train)
+    hades plan config/paper.yaml [--json]       jobs per stage and a GPU-hours estimate
 
 Each subcommand lives in its own `_cmd_<name>` function and is registered in `main`.
 """
@@ -18,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     # subcommands register here: each helper adds one `_register_<name>(sub)` call
     _register_params(sub)
+    _register_train(sub)
+    _register_plan(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -38,6 +42,40 @@ def _cmd_params(args) -> int:
 
     print(count_params_table(args.config, as_json=args.json))
     return 0
+
+
+def _register_plan(sub) -> None:
+    p = sub.add_parser("plan", help="jobs per stage and GPU-hours estimate of a config (hades/plan.py)")
+    p.add_argument("config")
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s per GPU")
+    p.add_argument("--train-mfu", type=float, default=None, help="model FLOPs utilisation of training")
+    p.add_argument("--eval-mfu", type=float, default=None, help="model FLOPs utilisation of evaluation")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args) -> int:
+    from hades.plan import run
+
+    names = ("peak_tflops", "train_mfu", "eval_mfu")
+    assumptions = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    print(run(args.config, as_json=args.json, **assumptions))
+    return 0
+
+
+def _register_train(sub) -> None:
+    from hades.train.cli import add_arguments  # argparse only: torch loads when the command runs
+
+    p = sub.add_parser("train", help="train one grid id, resuming from its checkpoints (hades/train/)")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from hades.train.cli import run, setup_logging
+
+    setup_logging()
+    return run(args)
 
 
 if __name__ == "__main__":
