@@ -123,9 +123,10 @@ class MultiScaleRetention(Mixer):
         return apply_rotary(q, positions), apply_rotary(k, positions), v
 
     def _out(self, o: Tensor, u: Tensor) -> Tensor:
-        """o (..., H, V), u (..., D) -> (..., D): norm, then swish gate, in fp32."""
+        """o (..., H, V), u (..., D) -> (..., D): norm, then swish gate, in fp32 at least."""
         g = rearrange(self.g_proj(u), "... (h d) -> ... h d", h=self.num_heads)
-        o = (self.g_norm_swish_gate(o).float() * F.silu(g.float())).to(o.dtype)
+        ct = torch.promote_types(o.dtype, torch.float32)
+        o = (self.g_norm_swish_gate(o).to(ct) * F.silu(g.to(ct))).to(o.dtype)
         return self.o_proj(rearrange(o, "... h d -> ... (h d)"))
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
