@@ -44,9 +44,12 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from .io import DataError, atomic_open, read_json, sha256_file, sha256_json, write_json
 from .tokenizer import load_backend
@@ -336,6 +339,8 @@ def tokenize_corpus(
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator seeded by a hash of (seed, step): neighbouring steps are unrelated."""
+    import torch  # here, not at the top: the tokenize jobs never need torch (a slow import)
+
     h = hashlib.sha256(f"hades-data:{seed}:{step}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
 
@@ -420,6 +425,8 @@ class TokenDataset:
     ) -> torch.Tensor:
         """Window start offsets of the whole global batch of `step`: (global_batch,) int64,
         uniform over [0, n_tokens - seq_len - 1], from a generator seeded by (seed, step)."""
+        import torch
+
         high = self.n_tokens - seq_len  # a window holds seq_len + 1 tokens (inputs and targets)
         if high <= 0:
             raise DataError(
@@ -430,6 +437,8 @@ class TokenDataset:
     def windows(self, starts: torch.Tensor | Sequence[int], seq_len: int) -> torch.Tensor:
         """(n, seq_len + 1) int64: row i = tokens [starts[i], starts[i] + seq_len]; inputs are
         [:, :-1] and next-token targets [:, 1:]."""
+        import torch
+
         starts = starts.tolist() if isinstance(starts, torch.Tensor) else list(starts)
         out = np.empty((len(starts), seq_len + 1), dtype=np.int64)
         for row, s in enumerate(starts):

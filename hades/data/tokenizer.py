@@ -64,10 +64,8 @@ def build_tokenizer(
         tok.save_pretrained(out_path.parent)
     else:
         raise DataError(f"tokenizer.kind: unknown kind {kind!r} (train_bpe, file, hub)")
-    tok = load_tokenizer(out_path)
-    log.info(
-        "tokenizer: %s, vocab %d, eos %r = %d", kind, len(tok), tok.eos_token, tok.eos_token_id
-    )
+    _, eos_id, size = load_backend(out_path)  # validates; transformers' import costs seconds
+    log.info("tokenizer: %s, vocab %d, eos id %d", kind, size, eos_id)
     return out_path
 
 
