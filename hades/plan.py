@@ -171,7 +171,10 @@ def plan(
             flops=0.0,
             gpu_hours=0.0,
             cpu_hours=data_tokens / TOKENIZE_TOKENS_PER_S / 3600,
-            wall_hours_per_job=data_tokens / TOKENIZE_TOKENS_PER_S / 3600 / int(cfg.data.get("num_shards", 1)),
+            wall_hours_per_job=data_tokens
+            / TOKENIZE_TOKENS_PER_S
+            / 3600
+            / int(cfg.data.get("num_shards", 1)),
             assumption=f"CPU: {TOKENIZE_TOKENS_PER_S:,} tokens/s per core",
         )
     )

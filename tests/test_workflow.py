@@ -29,7 +29,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 GPU_RULES = ("train", "lm_eval", "passkey")
 
 
-def snakemake(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    *args: str, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run `snakemake ARGS` from the repository root; stdout and stderr together in .stdout."""
     full_env = {**os.environ, **OFFLINE_ENV, **(env or {})}
     full_env.pop("SNAKEMAKE_PROFILE", None)
@@ -46,7 +48,9 @@ def snakemake(*args: str, env: dict | None = None, timeout: int = 600) -> subpro
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"snakemake failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}"
+    assert proc.returncode == 0, (
+        f"snakemake failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}"
+    )
     return proc.stdout
 
 
@@ -149,7 +153,10 @@ def _typo_config(tmp_path: Path, edit) -> Path:
     "edit, key",
     [
         (lambda raw: raw["train"].update(stpes=raw["train"].pop("steps")), "train.stpes"),
-        (lambda raw: raw["experiments"]["hades"]["model"].update(n_shard=2), "experiments.hades.model.n_shard"),
+        (
+            lambda raw: raw["experiments"]["hades"]["model"].update(n_shard=2),
+            "experiments.hades.model.n_shard",
+        ),
         (lambda raw: raw["passkey"].update(trials="two"), "passkey.trials"),
     ],
     ids=["unknown-key", "unknown-nested-key", "wrong-type"],
@@ -197,7 +204,9 @@ def test_deleting_one_eval_output_rebuilds_only_that(stamped_results):
     try:
         jobs = planned_jobs(ok(snakemake("-n", *cfg)))
         model_jobs = [j for j in jobs if "model" in j["wildcards"]]
-        assert [(j["rule"], j["wildcards"]["model"]) for j in model_jobs] == [("lm_eval", "mamba2")], jobs
+        assert [(j["rule"], j["wildcards"]["model"]) for j in model_jobs] == [
+            ("lm_eval", "mamba2")
+        ], jobs
         # what reads every eval JSON (the tables, the report's inputs) reruns too; nothing else
         assert "train" not in rule_counts(jobs) and "passkey" not in rule_counts(jobs), jobs
     finally:
@@ -216,7 +225,9 @@ def test_changed_model_config_reruns_only_that_models_downstream(stamped_results
 
 
 def test_slurm_profile_plans_gpu_jobs_for_the_paper():
-    out = ok(snakemake("-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml"))
+    out = ok(
+        snakemake("-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml")
+    )
     jobs = planned_jobs(out)
     for rule in GPU_RULES:
         gpu_jobs = [j for j in jobs if j["rule"] == rule]
@@ -274,7 +285,11 @@ def test_pipeline_results_and_mlflow_runs():
     by_model: dict[str, list] = {}
     for run in runs:
         model = run.data.tags.get("model") or run.data.params.get("model")
-        if model and run.info.parent_run_id is None if hasattr(run.info, "parent_run_id") else model:
+        if (
+            model and run.info.parent_run_id is None
+            if hasattr(run.info, "parent_run_id")
+            else model
+        ):
             by_model.setdefault(model, []).append(run)
     for model in DEFAULT.experiments:
         assert len(by_model.get(model, [])) == 1, f"{model}: runs {by_model.get(model)}"
@@ -284,5 +299,7 @@ def test_pipeline_results_and_mlflow_runs():
         assert loss_keys, (model, sorted(run.data.metrics))
         history = client.get_metric_history(run.info.run_id, loss_keys[0])
         assert len(history) >= 2, (model, loss_keys[0], len(history))
-        eval_keys = [k for k in run.data.metrics if k.startswith(("eval", "lm_eval")) or "toy_" in k]
+        eval_keys = [
+            k for k in run.data.metrics if k.startswith(("eval", "lm_eval")) or "toy_" in k
+        ]
         assert eval_keys, (model, sorted(run.data.metrics))

@@ -143,6 +143,7 @@ def final_outputs(wildcards):
     """Every final output of the DAG: train summaries, eval JSONs, passkey CSVs, analysis
     JSONs, tables, figures. Evaluated after all rule files are parsed."""
     stages = {
+        "tokenize": lambda: [TOKENS_MANIFEST],
         "train": train_summaries,
         "lm_eval": eval_jsons,
         "passkey": passkey_csvs,
