@@ -1,0 +1,164 @@
+"""LM-level invariants for every grid id of config/config.yaml (the whole zoo at toy size).
+
+- decoding == parallel forward: prefill(t) + token-by-token `step` reproduces the fp32 logits of
+  one forward over the same tokens (max error ≤ 1e-4 of the largest logit);
+- save_pretrained / from_pretrained through safetensors, config inside: identical logits;
+- the HF Auto classes resolve our config and model;
+- greedy `generate()` == an argmax loop over full forwards;
+- weight-decay groups: biases, norm weights, A_log, D, dt_bias, γ excluded, matrices decayed;
+- bad configs fail fast with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hades.config import ConfigError, load_config
+from hades.models import HadesConfig, HadesForCausalLM, build_model
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+RAW = yaml.safe_load(CONFIG.read_text())
+CFG = load_config(CONFIG)
+GRID = list(CFG.experiments)
+VOCAB = CFG.tokenizer["vocab_size"]
+# parameters that never take weight decay besides biases and norm weights (PAPER.md)
+NO_DECAY_LEAVES = {"A_log", "D", "dt_bias", "gamma"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Toy models: intra-op threads only add overhead, and far more on a loaded 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(gid: str, seed: int = 0) -> HadesForCausalLM:
+    torch.manual_seed(seed)
+    return build_model(CFG.experiment(gid).model, vocab_size=VOCAB).eval()
+
+
+def _ids(batch=2, length=40, seed=0):
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _rel_err(a, b) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("gid", GRID)
+def test_decode_matches_forward(gid):
+    model = _model(gid)
+    ids = _ids(length=45)
+    prompt = 19  # neither a chunk boundary nor a power of two
+    with torch.no_grad():
+        full = model(ids).logits  # (B, T, V)
+        logits, state = model.prefill(ids[:, :prompt])
+        decoded = [logits]
+        for t in range(prompt, ids.shape[1] - 1):
+            logits, state = model.step(ids[:, t], state)
+            decoded.append(logits)
+    decoded = torch.stack(decoded, dim=1)  # predictions for positions prompt-1 ... T-2
+    err = _rel_err(decoded, full[:, prompt - 1 : -1])
+    assert err <= 1e-4, f"{gid}: prefill({prompt}) + step decode vs forward: max rel error {err:.2e}"
+
+
+@pytest.mark.parametrize("gid", GRID)
+def test_save_load_roundtrip(gid, tmp_path):
+    model = _model(gid)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    assert (tmp_path / "model.safetensors").is_file(), f"{gid}: saved {sorted(p.name for p in tmp_path.iterdir())}"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "hades_lm" and saved["arch"] == model.cfg.arch, saved
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is HadesForCausalLM
+    assert loaded.cfg == model.cfg, f"{gid}: config changed on the round trip"
+    ids = _ids()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits), f"{gid}: logits changed after reload"
+
+
+def test_auto_classes_resolve(tmp_path):
+    cfg = HadesConfig.from_model_config(CFG.experiment(GRID[0]).model)
+    assert isinstance(AutoConfig.for_model("hades_lm"), HadesConfig)
+    cfg.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), HadesConfig)
+    assert isinstance(AutoModelForCausalLM.from_config(cfg), HadesForCausalLM)
+
+
+@pytest.mark.parametrize("gid", GRID)
+def test_generate_greedy_equals_argmax_loop(gid):
+    model = _model(gid)
+    prompt = _ids(length=11, seed=1)
+    out = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            nxt = model(seq).logits[:, -1].argmax(-1)
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+    assert torch.equal(out, seq), f"{gid}: generate {out[:, 11:].tolist()} vs argmax loop {seq[:, 11:].tolist()}"
+
+
+@pytest.mark.parametrize("gid", GRID)
+def test_weight_decay_groups(gid):
+    model = _model(gid)
+    no_decay = model.no_weight_decay()
+    names = dict(model.named_parameters())
+    assert no_decay <= set(names), f"{gid}: unknown names {no_decay - set(names)}"
+    must_skip = {
+        n for n in names
+        if n.endswith(".bias") or "norm" in n.split(".")[-2] or n.split(".")[-1] in NO_DECAY_LEAVES
+    }
+    assert must_skip <= no_decay, f"{gid}: decayed but should not be: {sorted(must_skip - no_decay)}"
+    matrices = {
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv1d))
+    }
+    assert not (matrices & no_decay), f"{gid}: matrices excluded from decay: {sorted(matrices & no_decay)}"
+
+
+# -- bad configs fail fast, naming the key ---------------------------------------------------
+def _with(path: str, value):
+    """A copy of config.yaml's raw dict with one dotted key set."""
+    raw = copy.deepcopy(RAW)
+    *parents, leaf = path.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "path, value, key",
+    [
+        ("experiments.hades.model.n_shared", 5, "n_shared"),  # S > H
+        ("experiments.hades.model.n_active", 9, "n_active"),  # H > M = 8 filters
+        ("experiments.mamba2.model.head_dim", 48, "head_dim"),  # 48 ∤ expand·d_model = 256
+        ("experiments.linear_attn.model.num_heads", 3, "num_heads"),  # 3 ∤ d_model = 128
+        ("experiments.retnet.model.arch", "transformer", "arch"),
+        ("model.d_modle", 128, "d_modle"),  # unknown key
+        ("experiments.deltanet.model.d_model", "128", "d_model"),  # wrong type
+        ("train.micro_batch", 3, "micro_batch"),  # does not divide global_batch
+        ("passkey.models", ["mamba2", "nope"], "nope"),  # unknown grid id
+    ],
+)
+def test_bad_config_names_the_key(path, value, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(_with(path, value))
+
+
+def test_unknown_grid_id():
+    with pytest.raises(ConfigError, match="'transformer'.*known: linear_attn"):
+        CFG.experiment("transformer")
