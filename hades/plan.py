@@ -5,7 +5,7 @@ on the config, not a measurement; its assumptions are the module constants below
 the table, and each can be overridden on the command line.
 
 - Training: FLOPs = 6 * N * tokens (forward + backward, Kaplan et al. 2020), N the exact
-  parameter count of the built model (meta device, nothing allocated), tokens = steps *
+  parameter count of the built model (hades.params: meta device, nothing allocated), tokens = steps *
   global_batch * seq_len. Throughput = peak bf16 FLOP/s * MFU. An MFU of 0.35 is what
   well-tuned ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured
   against mamba_ssm's (DESIGN.md), so this is the planning figure, not a promise.
@@ -20,18 +20,17 @@ the table, and each can be overridden on the command line.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
 
 from hades.config import Config, load_config
+from hades.params import count_params
 
 PEAK_TFLOPS = 312.0  # A100 bf16 dense, the paper's GPUs
 TRAIN_MFU = 0.35
 EVAL_MFU = 0.05
 TOKENIZE_TOKENS_PER_S = 500_000  # HF `tokenizers` (Rust) per core, GPT-NeoX BPE on web text
-GPT_NEOX_VOCAB = 50277
 
 # tokens scored per task (full test/validation split, every choice): documents x choices x
 # mean tokens per request (context + continuation), rounded up
@@ -48,24 +47,6 @@ EVAL_TASK_TOKENS = {
 }
 
 
-def count_params(cfg: Config) -> dict[str, int]:
-    """Exact parameter count of every grid id, built on the meta device."""
-    import torch
-
-    from hades.models import build_model
-
-    vocab = cfg.tokenizer.get("vocab_size") if cfg.tokenizer.get("kind") == "train_bpe" else None
-    counts = {}
-    for gid, exp in cfg.experiments.items():
-        model_cfg = exp.model
-        if model_cfg.vocab_size is None:
-            model_cfg = dataclasses.replace(model_cfg, vocab_size=vocab or GPT_NEOX_VOCAB)
-        with torch.device("meta"):
-            model = build_model(model_cfg)
-        counts[gid] = sum(p.numel() for p in model.parameters())
-    return counts
-
-
 def plan(
     cfg: Config,
     peak_tflops: float = PEAK_TFLOPS,
@@ -73,7 +54,7 @@ def plan(
     eval_mfu: float = EVAL_MFU,
 ) -> dict:
     """Stages with job counts, FLOPs, GPU-hours and wall-clock hours per job."""
-    params = count_params(cfg)
+    params = {gid: row["params"] for gid, row in count_params(cfg).items()}
     flops_per_gpu_s = peak_tflops * 1e12
     gpus_train = int(cfg.resources.get("gpus_per_train_job", 1)) or 1
     gpus_eval = int(cfg.resources.get("gpus_per_eval_job", 1)) or 1
