@@ -44,16 +44,17 @@ def tokenizer_vocab(cfg: Config) -> tuple[int, str]:
     return FALLBACK_VOCAB[kind], f"tokenizer kind {kind!r}: GPT-NeoX-20B size"
 
 
-def count_params(cfg: Config) -> dict[str, dict]:
-    """{grid id: {"arch", "n_layer", "d_model", "vocab_size", "params"}}, built on meta."""
+def count_params(cfg: Config, grid_ids: list[str] | None = None) -> dict[str, dict]:
+    """{grid id: {"arch", "n_layer", "d_model", "vocab_size", "params"}} for `grid_ids` (default:
+    the whole grid), each model built on the meta device."""
     import torch
 
     from hades.models import build_model
 
     vocab, _ = tokenizer_vocab(cfg)
     rows = {}
-    for gid, exp in cfg.experiments.items():
-        m = exp.model
+    for gid in grid_ids or list(cfg.experiments):
+        m = cfg.experiment(gid).model
         if m.vocab_size is None:
             m = dataclasses.replace(m, vocab_size=vocab)
         with torch.device("meta"):
