@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -136,15 +137,18 @@ def _write_synthetic(data_cfg, seed, val_docs, train, val, cloze) -> dict:
 
 
 def last_word_cloze(text: str, max_words: int = CLOZE_CONTEXT_WORDS) -> dict | None:
-    """LAMBADA-style item: the last word of a document given the words before it."""
-    words = text.split()
-    if len(words) < 2:
+    """LAMBADA-style item: the document's last word (trailing punctuation dropped) given the
+    words before it, at most `max_words` of them."""
+    m = _LAST_WORD.search(text)
+    if m is None:
         return None
-    return {
-        "context": " ".join(words[-max_words - 1 : -1]),
-        "continuation": " " + words[-1],
-        "kind": "last_word",
-    }
+    context = text[: m.start()].split()[-max_words:]
+    if not context:
+        return None
+    return {"context": " ".join(context), "continuation": " " + m.group(1), "kind": "last_word"}
+
+
+_LAST_WORD = re.compile(r"\s(\w[\w'-]*)\W*$")
 
 
 # --- text files --------------------------------------------------------------------------------
