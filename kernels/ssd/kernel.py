@@ -138,19 +138,20 @@ def ssd_fwd_kernel(
         Bt = tl.load(B_base + t[:, None] * s_B_t + offs_n[None, :] * s_B_n, mask=ln_mask, other=0.0)
         if COMPUTE_Y:
             Ct = tl.load(C_base + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=ln_mask, other=0.0)
+            # the entering state first, as the accumulator of the intra-chunk product:
+            # y_t = exp(cs_t) C_t state_in^T + sum_s W[t, s] x_s
+            Cw = (Ct.to(tl.float32) * tl.exp(cs)[:, None]).to(x.dtype)
+            y = tl.dot(Cw, tl.trans(state.to(x.dtype)))  # (L, BLOCK_P)
             CB = tl.dot(Ct, tl.trans(Bt))  # (L, L): C_t . B_s
-            decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
-            W = CB * decay * dt[None, :]
-            y = tl.dot(W.to(x.dtype), x)  # (L, BLOCK_P)
-            y_prev = tl.dot(Ct, tl.trans(state.to(x.dtype)))  # (L, BLOCK_P): C_t state_in^T
-            y += tl.exp(cs)[:, None] * y_prev
+            W = CB * tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf"))) * dt[None, :]
+            y = tl.dot(W.to(x.dtype), x, acc=y)
             if HAS_D:
                 y += Dh * x.to(tl.float32)
             y_ptrs = y_base + t[:, None] * s_y_t + offs_p[None, :] * s_y_p
             tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
         w = tl.exp(cs_last - cs) * dt  # (L,): decay to the chunk end times dt
         xw = (x.to(tl.float32) * w[:, None]).to(x.dtype)
-        state = state * tl.exp(cs_last) + tl.dot(tl.trans(xw), Bt)  # (BLOCK_P, BLOCK_N)
+        state = tl.dot(tl.trans(xw), Bt, acc=state * tl.exp(cs_last))  # (BLOCK_P, BLOCK_N)
     if STORE_FINAL:
         tl.store(final_ptr + (b * H + h) * P * N + pn_offs, state, mask=pn_mask)
 
@@ -212,7 +213,7 @@ def ssd_bwd_dstate_kernel(
             mask=tmask[:, None] & nmask[None, :], other=0.0,
         )
         dyw = (dy.to(tl.float32) * tl.exp(cs)[:, None]).to(Ct.dtype)
-        dstate = dstate * tl.exp(cs_last) + tl.dot(tl.trans(dyw), Ct)
+        dstate = tl.dot(tl.trans(dyw), Ct, acc=dstate * tl.exp(cs_last))
     if STORE_DINIT:
         tl.store(dinit_ptr + (b * H + h) * P * N + pn_offs, dstate, mask=pn_mask)
 
@@ -230,13 +231,14 @@ def ssd_bwd_chunk_kernel(
     s_B_b, s_B_t, s_B_g, s_B_n,
     s_C_b, s_C_t, s_C_g, s_C_n,
     s_dy_b, s_dy_t, s_dy_h, s_dy_p,
+    s_dx_b, s_dx_t, s_dx_h, s_dx_p,
     L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_D: tl.constexpr,
 ):
     """Grid (batch * chunks, H). All gradients of one chunk of one head.
 
-    Writes dx (like x), dpre = dL/d(pre-softplus dt) (fp32, (batch, T, H)), adds into dB, dC
+    Writes dx (own strides), dpre = dL/d(pre-softplus dt) (fp32, (batch, T, H)), adds into dB, dC
     (fp32, contiguous (batch, T, G, N)), and per-program partial sums of dA and dD
     (fp32, (H, batch * chunks))."""
     pid_bc = tl.program_id(0)
@@ -268,39 +270,43 @@ def ssd_bwd_chunk_kernel(
     dy = tl.load(dy_ptr + b * s_dy_b + h * s_dy_h + t[:, None] * s_dy_t + offs_p[None, :] * s_dy_p, mask=lp_mask, other=0.0).to(x.dtype)
     Bt = tl.load(B_ptr + b * s_B_b + g * s_B_g + t[:, None] * s_B_t + offs_n[None, :] * s_B_n, mask=ln_mask, other=0.0)
     Ct = tl.load(C_ptr + b * s_C_b + g * s_C_g + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=ln_mask, other=0.0)
-    st_off = ((b * nchunks + c) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
-    s_in = tl.load(states_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N) state entering the chunk
-    ds_out = tl.load(dstates_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N) dL/d state leaving it
 
     xf = x.to(tl.float32)
     u = (xf * dt[:, None]).to(x.dtype)  # dt_s x_s
-    # intra-chunk: y_t += sum_s G[t, s] u_s with G = (C_t . B_s) exp(cs_t - cs_s), s <= t
+    ecs = tl.exp(cs)
+    dte = tl.exp(cs_last - cs)  # decay from s to the chunk end
+    # Statement order keeps few (L, L) and (L, N) tiles alive at once (register pressure).
+    # intra-chunk: y_t += sum_{s<=t} G[t, s] u_s, G = (C_t . B_s) exp(cs_t - cs_s)
     decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
-    CB = tl.dot(Ct, tl.trans(Bt))
-    Gm = CB * decay
+    Gm = tl.dot(Ct, tl.trans(Bt)) * decay
     dG = tl.where(causal, tl.dot(dy, tl.trans(u)), 0.0)  # dy_t . u_s
     du = tl.dot(tl.trans(Gm.to(x.dtype)), dy)  # (L, P)
-    dCB = dG * decay
-    dC = tl.dot(dCB.to(x.dtype), Bt)  # (L, N)
-    dB = tl.dot(tl.trans(dCB.to(x.dtype)), Ct)  # (L, N)
     R = dG * Gm
     dcs = tl.sum(R, axis=1) - tl.sum(R, axis=0)
-    # the entering state: y_t += exp(cs_t) C_t s_in^T
-    ecs = tl.exp(cs)
-    s_in_lo = s_in.to(x.dtype)
-    y_prev = tl.dot(Ct, tl.trans(s_in_lo))  # (L, P)
+    dCB = (dG * decay).to(x.dtype)
+    # the entering and leaving states: s_out = exp(cs_L) s_in + sum_s exp(cs_L - cs_s) u_s B_s^T
+    st_off = ((b * nchunks + c) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
+    s_in = tl.load(states_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N)
+    ds_out = tl.load(dstates_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N) dL/d s_out
+    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out * s_in, axis=1), axis=0)
+    s_in = s_in.to(x.dtype)
+    ds_out = ds_out.to(x.dtype)
+    # dC: intra part + exp(cs_t) dy_t s_in; dcs from y_t's entering-state term
+    dyw = (dy.to(tl.float32) * ecs[:, None]).to(x.dtype)
+    dC = tl.dot(dyw, s_in, acc=tl.dot(dCB, Bt))  # (L, N)
+    bc_off = (b * T + t[:, None]) * G * N + g * N + offs_n[None, :]
+    tl.atomic_add(dC_ptr + bc_off, dC, mask=ln_mask, sem="relaxed")
+    y_prev = tl.dot(Ct, tl.trans(s_in))  # (L, P): C_t s_in^T
     dcs += ecs * tl.sum(dy.to(tl.float32) * y_prev, axis=1)
-    dC += ecs[:, None] * tl.dot(dy, s_in_lo)
-    # the leaving state: s_out = exp(cs_L) s_in + sum_s exp(cs_L - cs_s) u_s B_s^T
-    dte = tl.exp(cs_last - cs)
-    ds_out_lo = ds_out.to(x.dtype)
-    dsB = tl.dot(Bt, tl.trans(ds_out_lo))  # (L, P): ds_out B_s
+    # dB: intra part + exp(cs_L - cs_s) ds_out^T u_s
+    uw = (u.to(tl.float32) * dte[:, None]).to(x.dtype)
+    dB = tl.dot(uw, ds_out, acc=tl.dot(tl.trans(dCB), Ct))  # (L, N)
+    tl.atomic_add(dB_ptr + bc_off, dB, mask=ln_mask, sem="relaxed")
+    dsB = tl.dot(Bt, tl.trans(ds_out))  # (L, P): ds_out B_s
     du += dte[:, None] * dsB
-    dB += dte[:, None] * tl.dot(u, ds_out_lo)
     q = dte * tl.sum(u.to(tl.float32) * dsB, axis=1)
     dcs -= q
-    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out * s_in, axis=1), axis=0) + tl.sum(q, axis=0)
-    dcs += tl.where(offs_l == L - 1, end_term, 0.0)
+    dcs += tl.where(offs_l == L - 1, end_term + tl.sum(q, axis=0), 0.0)
 
     dx = du * dt[:, None]
     if HAS_D:
@@ -308,7 +314,7 @@ def ssd_bwd_chunk_kernel(
         dyf = dy.to(tl.float32)
         dx += Dh * dyf
         tl.store(dD_part_ptr + h * tl.num_programs(0) + pid_bc, tl.sum(tl.sum(dyf * xf, axis=1), axis=0))
-    tl.store(dx_ptr + b * s_x_b + h * s_x_h + t[:, None] * s_x_t + offs_p[None, :] * s_x_p,
+    tl.store(dx_ptr + b * s_dx_b + h * s_dx_h + t[:, None] * s_dx_t + offs_p[None, :] * s_dx_p,
              dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
     # cs_t = a_1 + ... + a_t and a = dt A: reverse cumulative sum, then the chain rule
     da = tl.cumsum(dcs, axis=0, reverse=True)
@@ -317,6 +323,3 @@ def ssd_bwd_chunk_kernel(
     if SOFTPLUS:
         ddt = ddt * tl.sigmoid(pre)
     tl.store(dpre_ptr + (b * T + t) * H + h, ddt, mask=tmask)
-    bc_off = (b * T + t[:, None]) * G * N + g * N + offs_n[None, :]
-    tl.atomic_add(dB_ptr + bc_off, dB, mask=ln_mask, sem="relaxed")
-    tl.atomic_add(dC_ptr + bc_off, dC, mask=ln_mask, sem="relaxed")

@@ -86,7 +86,7 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
-    y = torch.empty_like(x) if compute_y else None
+    y = torch.empty(x.shape, device=x.device, dtype=x.dtype) if compute_y else None
     final = x.new_empty(b, h, p, n, dtype=torch.float32)
     states = x.new_empty(b, nchunks, h, p, n, dtype=torch.float32) if store_states else None
     cfg = CONFIG["fwd" if compute_y else "states"]
@@ -131,7 +131,7 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
 
-    dx = torch.empty_like(x)
+    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     dpre = x.new_empty(b, t, h, dtype=torch.float32)
     dB = torch.zeros(b, t, g, n, device=x.device, dtype=torch.float32)
     dC = torch.zeros_like(dB)
@@ -143,7 +143,7 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
         dy, states, dstates,
         dx, dpre, dB, dC, dA_part, dD_part,
         t, h, p, n, h // g, nchunks, g,
-        *x.stride(), *dt_strides, *B.stride(), *C.stride(), *dy.stride(),
+        *x.stride(), *dt_strides, *B.stride(), *C.stride(), *dy.stride(), *dx.stride(),
         L=chunk_size, BLOCK_P=_pow2(p), BLOCK_N=_pow2(n), **flags, HAS_D=D is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

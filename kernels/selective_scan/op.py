@@ -1,0 +1,128 @@
+"""Autograd op and public function of the Triton selective scan (kernels in `kernel.py`).
+
+    selective_scan(u, delta, A, B, C, D=None, initial_state=None, chunk_size=32) -> (y, final_state)
+
+Shapes (the contract of `reference.selective_scan_chunked`):
+    u, delta: (batch, seqlen, channels), delta after softplus
+    A: (channels, dstate), negative          B, C: (batch, seqlen, dstate)
+    D: (channels,) or None                   initial_state: (batch, channels, dstate) or None
+    -> y: (batch, seqlen, channels) in u's dtype; final_state: (batch, channels, dstate) fp32
+
+All arithmetic is fp32 (the scan has no matrix products); inputs are read in their dtype.
+`chunk_size` is accepted for the contract; the kernels' time tile is CONFIG["BLOCK_T"].
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from .kernel import LOG2E, selective_scan_bwd_kernel, selective_scan_fwd_kernel
+
+# Launch parameters (tuned on an H100 by benchmarks/selective_scan.py; docs/benchmarks.md).
+CONFIG = {
+    "fwd": {"BLOCK_T": 16, "BLOCK_C": 32, "num_warps": 4},
+    "bwd": {"BLOCK_T": 16, "BLOCK_C": 32, "num_warps": 8},
+}
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
+
+
+def _pow2(n: int) -> int:
+    return max(2, triton.next_power_of_2(n))
+
+
+def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
+    b, t, ch = u.shape
+    n = A2.shape[1]
+    cfg = CONFIG["fwd"]
+    ntiles = triton.cdiv(t, block_t)
+    y = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+    final = u.new_empty(b, ch, n, dtype=torch.float32)
+    states = u.new_empty(b, ntiles, ch, n, dtype=torch.float32) if store_states else None
+    block_c = min(cfg["BLOCK_C"], _pow2(ch))
+    selective_scan_fwd_kernel[(triton.cdiv(ch, block_c), b)](
+        u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
+        y, final, states if states is not None else final,
+        t, ch, n, ntiles,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *y.stride(),
+        BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=_pow2(n),
+        HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states,
+        num_warps=cfg["num_warps"],
+    )
+    return y, final, states
+
+
+class SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, initial_state):
+        A2 = (A.float() * LOG2E).contiguous()
+        D32 = D.float().contiguous() if D is not None else None
+        init = initial_state.float().contiguous() if initial_state is not None else None
+        # the forward stores the state entering every time tile when a backward will follow
+        # (the tile size of the backward: it recomputes h inside each tile from that state)
+        store = any(ctx.needs_input_grad)
+        block_t = CONFIG["bwd" if store else "fwd"]["BLOCK_T"]
+        y, final, states = _forward(u, delta, A2, B, C, D32, init, store, block_t)
+        ctx.save_for_backward(u, delta, A2, B, C, D32, states)
+        ctx.meta = (A.dtype, None if D is None else D.dtype, None if initial_state is None else initial_state.dtype, block_t)
+        ctx.set_materialize_grads(False)
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        u, delta, A2, B, C, D32, states = ctx.saved_tensors
+        A_dtype, D_dtype, init_dtype, block_t = ctx.meta
+        b, t, ch = u.shape
+        n = A2.shape[1]
+        cfg = CONFIG["bwd"]
+        assert cfg["BLOCK_T"] == block_t, "CONFIG['bwd']['BLOCK_T'] changed between forward and backward"
+        ntiles = states.shape[1]
+        block_c = min(cfg["BLOCK_C"], _pow2(ch))
+        ncb = triton.cdiv(ch, block_c)
+        dy = dy if dy is not None else torch.zeros_like(u)
+        dfinal = dfinal.float().contiguous() if dfinal is not None else None
+        du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+        ddelta = torch.empty(delta.shape, device=delta.device, dtype=delta.dtype)
+        dB_part = u.new_empty(ncb, b, t, n, dtype=torch.float32)
+        dC_part = torch.empty_like(dB_part)
+        dA_part = u.new_empty(b, ch, n, dtype=torch.float32)
+        dD_part = u.new_empty(b, ch, dtype=torch.float32) if D32 is not None else dA_part
+        need_dinit = init_dtype is not None
+        dinit = u.new_empty(b, ch, n, dtype=torch.float32) if need_dinit else dA_part
+        selective_scan_bwd_kernel[(ncb, b)](
+            u, delta, A2, B, C, D32 if D32 is not None else A2, states, dy,
+            dfinal if dfinal is not None else dA_part,
+            du, ddelta, dB_part, dC_part, dA_part, dD_part, dinit,
+            t, ch, n, ntiles,
+            *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(),
+            *du.stride(), *ddelta.stride(),
+            BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=_pow2(n),
+            HAS_D=D32 is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit,
+            num_warps=cfg["num_warps"],
+        )
+        dA = dA_part.sum(0).to(A_dtype)
+        dD = dD_part.sum(0).to(D_dtype) if D32 is not None else None
+        return (
+            du, ddelta, dA, dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype), dD,
+            dinit.to(init_dtype) if need_dinit else None,
+        )
+
+
+def selective_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+    initial_state: Tensor | None = None, chunk_size: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """Triton selective scan; shapes in the module docstring. chunk_size: see there."""
+    b, t, ch = u.shape
+    assert u.is_cuda or _INTERPRET, "the Triton selective scan needs CUDA tensors (kernels.selective_scan falls back to the reference)"
+    assert delta.shape == u.shape, f"delta must match u {tuple(u.shape)}, got {tuple(delta.shape)}"
+    assert A.dim() == 2 and A.shape[0] == ch, f"A must be (channels, dstate) with channels = {ch}, got {tuple(A.shape)}"
+    n = A.shape[1]
+    assert B.shape == C.shape == (b, t, n), f"B, C must be (batch, seqlen, dstate) = {(b, t, n)}; got B {tuple(B.shape)}, C {tuple(C.shape)}"
+    assert D is None or D.shape == (ch,), f"D must be (channels,) = ({ch},), got {tuple(D.shape)}"
+    del chunk_size
+    return SelectiveScan.apply(u, delta, A, B, C, D, initial_state)
