@@ -1,6 +1,7 @@
 """`hades` command line: small tools around the pipeline.
 
     hades params config/paper.yaml [--json]     parameter counts of every grid id (meta device)
+    hades train --config C --model M            train one grid id (also: python -m hades.train)
     hades plan config/paper.yaml [--json]       jobs per stage and a GPU-hours estimate
 
 Each subcommand lives in its own `_cmd_<name>` function and is registered in `main`.
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     # subcommands register here: each helper adds one `_register_<name>(sub)` call
     _register_params(sub)
+    _register_train(sub)
     _register_plan(sub)
     args = parser.parse_args(argv)
     try:
@@ -59,6 +61,21 @@ def _cmd_plan(args) -> int:
     assumptions = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     print(run(args.config, as_json=args.json, **assumptions))
     return 0
+
+
+def _register_train(sub) -> None:
+    from hades.train.cli import add_arguments  # argparse only: torch loads when the command runs
+
+    p = sub.add_parser("train", help="train one grid id, resuming from its checkpoints (hades/train/)")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from hades.train.cli import run, setup_logging
+
+    setup_logging()
+    return run(args)
 
 
 if __name__ == "__main__":

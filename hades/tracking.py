@@ -1,0 +1,407 @@
+"""MLflow tracking for the pipeline: one store, one experiment, one run per trained model.
+
+Store: `Config.tracking_uri` -- an embedded SQLite file (results/mlflow.db) by default, or a
+tracking server (`tracking.uri: http://host:5000`) on clusters, where jobs on many nodes must
+not share one SQLite file over NFS.
+
+Lifecycle:
+- `init_store(cfg)` creates the database and the experiment exactly once (Snakemake rule
+  `mlflow_init`, before any job starts: concurrent first-time creation of an SQLite store runs
+  the schema migrations twice and corrupts it). It is also safe to call from many processes:
+  creation happens under an exclusive file lock.
+- `TrainingRun.open(...)` (used by hades.train) gets or creates the model's run. Its id lives in
+  results/checkpoints/{model}/mlflow_run_id, so a resumed job continues the same run and the
+  evaluation of that model attaches to it (`log_eval_metrics`). Steps already in the run are
+  not logged again (a per-metric watermark read back from the store), so a resume never
+  double-logs a step.
+- Concurrency: many processes write to one SQLite file. MLflow sets a 20 s busy timeout, but
+  SQLite can still answer "database is locked" at once (lock upgrades under contention), so
+  every store call goes through `_retry` (exponential backoff with jitter, 5 min deadline).
+  Each metric batch is one transaction, so a retried batch is never half-logged.
+
+MLflow is kept quiet and offline: telemetry off, no network unless a server URI is configured,
+its INFO chatter lowered to WARNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import json
+import logging
+import math
+import os
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hades.config import Config, config_hash, flatten
+from hades.train.atomic import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger("hades.tracking")
+T = TypeVar("T")
+
+RUN_ID_FILE = "mlflow_run_id"
+_OFFLINE_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "_MLFLOW_TELEMETRY_PRE_WARM_DATABRICKS_SDK": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+def configure_offline() -> None:
+    """Environment for a quiet, offline MLflow. Must run before `import mlflow` (its telemetry
+    decides at import time); every function here calls it first. User settings win."""
+    for k, v in _OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def _mlflow():
+    configure_offline()
+    import mlflow
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return mlflow
+
+
+# -- paths and provenance ------------------------------------------------------------------
+
+
+def results_path(cfg: Config, *parts: str) -> Path:
+    return Path(cfg.results_dir).joinpath(*parts)
+
+
+def run_id_path(cfg: Config, grid_id: str) -> Path:
+    return results_path(cfg, "checkpoints", grid_id, RUN_ID_FILE)
+
+
+def store_info_path(cfg: Config) -> Path:
+    return results_path(cfg, "mlflow", "experiment.json")
+
+
+def is_embedded(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+@functools.lru_cache(maxsize=1)
+def git_info() -> dict[str, Any]:
+    """{'commit': sha or 'unknown', 'dirty': bool or None} of the repository in the cwd."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return {"commit": sha, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def _transient(e: BaseException) -> bool:
+    text = f"{type(e).__name__}: {e}".lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def _retry(fn: Callable[[], T], what: str, deadline_s: float = 300.0) -> T:
+    """Call fn until it succeeds; back off on transient store errors (SQLite lock contention)."""
+    start, delay, attempt = time.monotonic(), 0.05, 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except Exception as e:
+            if not _transient(e) or time.monotonic() - start > deadline_s:
+                raise
+            if attempt in (3, 10, 30):
+                log.warning("MLflow store busy during %s (attempt %d): %s; retrying", what, attempt, str(e).splitlines()[0])
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(uri: str):
+    mlflow = _mlflow()
+    return _retry(lambda: mlflow.MlflowClient(tracking_uri=uri), "opening the store")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+# -- store ---------------------------------------------------------------------------------
+
+
+def init_store(cfg: Config) -> dict[str, str]:
+    """Create the store and the experiment once; idempotent and safe under concurrency.
+
+    Writes results/mlflow/experiment.json ({tracking_uri, experiment, experiment_id}) and
+    returns the same dict.
+    """
+    uri, name = cfg.tracking_uri, cfg.tracking_experiment
+    with _file_lock(results_path(cfg, "mlflow", ".init.lock")):
+        client = _client(uri)
+        exp = _retry(lambda: client.get_experiment_by_name(name), "reading the experiment")
+        if exp is None:
+            artifacts = None
+            if is_embedded(uri):  # keep artifacts under results/, not in ./mlruns of the cwd
+                artifacts = results_path(cfg, "mlflow", "artifacts").resolve().as_uri()
+            exp_id = _retry(
+                lambda: client.create_experiment(name, artifact_location=artifacts, tags={"hades.config_name": cfg.name}),
+                "creating the experiment",
+            )
+            log.info("created MLflow experiment %r (id %s) in %s", name, exp_id, uri)
+        else:
+            exp_id = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                _retry(lambda: client.restore_experiment(exp_id), "restoring the experiment")
+        info = {"tracking_uri": uri, "experiment": name, "experiment_id": str(exp_id)}
+        atomic_write_json(store_info_path(cfg), info)
+    return info
+
+
+def experiment_id(cfg: Config) -> str:
+    """The experiment's id, creating store and experiment (under the lock) if needed."""
+    uri = cfg.tracking_uri
+    if is_embedded(uri) and not Path(uri.split("sqlite:///", 1)[-1]).exists():
+        return init_store(cfg)["experiment_id"]
+    exp = _retry(lambda: _client(uri).get_experiment_by_name(cfg.tracking_experiment), "reading the experiment")
+    if exp is None or exp.lifecycle_stage != "active":
+        return init_store(cfg)["experiment_id"]
+    return exp.experiment_id
+
+
+# -- metric logging ------------------------------------------------------------------------
+
+
+def metric_key(key: str) -> str:
+    """A name MLflow accepts (lm-eval's 'acc,none' -> 'acc_none')."""
+    return _BAD_KEY_CHARS.sub("_", key)
+
+
+def _log_batch(client, run_id: str, metrics=(), params=(), tags=()) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    metrics = [Metric(metric_key(k), float(v), ts, step) for k, v, ts, step in metrics]
+    params = [Param(k, _param_value(v)) for k, v in params]
+    tags = [RunTag(k, str(v)) for k, v in tags]
+    # MLflow's batch limits: 1000 metrics, 100 params+tags per call.
+    for i in range(0, len(metrics), 1000):
+        chunk = metrics[i : i + 1000]
+        _retry(lambda chunk=chunk: client.log_batch(run_id, metrics=chunk), "logging metrics")
+    both = params + tags
+    for i in range(0, len(both), 100):
+        chunk = both[i : i + 100]
+        ps = [x for x in chunk if isinstance(x, Param)]
+        ts = [x for x in chunk if isinstance(x, RunTag)]
+        _retry(lambda ps=ps, ts=ts: client.log_batch(run_id, params=ps, tags=ts), "logging params")
+
+
+def _param_value(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+    return s[:6000]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TrainingRun:
+    """The MLflow run of one model's training (rank 0 only)."""
+
+    def __init__(self, cfg: Config, grid_id: str, run_id: str, watermark: dict[str, int]):
+        self.cfg, self.grid_id, self.run_id = cfg, grid_id, run_id
+        self.client = _client(cfg.tracking_uri)
+        self.watermark = watermark  # metric key -> last step already in the store
+
+    @classmethod
+    def open(
+        cls,
+        cfg: Config,
+        grid_id: str,
+        *,
+        resume_key: str,
+        resuming: bool,
+        params: Mapping[str, Any],
+        tags: Mapping[str, Any],
+    ) -> TrainingRun:
+        """Continue the model's run when it belongs to the same training (same resume key, and
+        either resuming from a checkpoint or not finished yet); otherwise start a new run and
+        retire the old one (soft-deleted, tagged `hades.superseded_by`) so the experiment keeps
+        one run per model."""
+        client = _client(cfg.tracking_uri)
+        exp_id = experiment_id(cfg)
+        path = run_id_path(cfg, grid_id)
+        old = None
+        if path.exists():
+            rid = path.read_text().strip()
+            try:
+                old = _retry(lambda: client.get_run(rid), "reading the run")
+            except Exception as e:  # the store was reset, or the id is from another store
+                if _transient(e):
+                    raise
+                log.warning("MLflow run %s from %s not found (%s); starting a new run", rid, path, e)
+        if (
+            old is not None
+            and old.info.lifecycle_stage == "active"
+            and old.data.tags.get("hades.resume_key") == resume_key
+            and (resuming or old.info.status != "FINISHED")
+        ):
+            rid = old.info.run_id
+            _retry(lambda: client.update_run(rid, status="RUNNING"), "reopening the run")
+            wm = {}
+            for key in old.data.metrics:
+                hist = _retry(lambda key=key: client.get_metric_history(rid, key), "reading metric history")
+                wm[key] = max((m.step for m in hist), default=-1)
+            log.info("continuing MLflow run %s (%s)", rid, grid_id)
+            run = cls(cfg, grid_id, rid, wm)
+        else:
+            created = _retry(
+                lambda: client.create_run(exp_id, run_name=grid_id, tags={"hades.grid_id": grid_id}),
+                "creating the run",
+            )
+            rid = created.info.run_id
+            if old is not None and old.info.lifecycle_stage == "active":
+                _retry(lambda: client.set_tag(old.info.run_id, "hades.superseded_by", rid), "tagging the old run")
+                _retry(lambda: client.delete_run(old.info.run_id), "retiring the old run")
+                log.info("MLflow run %s of %s superseded by %s", old.info.run_id, grid_id, rid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, (rid + "\n").encode())
+            log.info("started MLflow run %s (%s)", rid, grid_id)
+            run = cls(cfg, grid_id, rid, {})
+        all_tags = {**tags, "hades.resume_key": resume_key, "hades.grid_id": grid_id}
+        _log_batch(client, rid, params=sorted(params.items()), tags=sorted(all_tags.items()))
+        return run
+
+    def log_metrics(self, records: Iterable[tuple[int, Mapping[str, float]]]) -> int:
+        """Log (step, {key: value}) records, skipping (key, step) pairs at or below the key's
+        watermark (already in the store from before a resume). Returns points logged."""
+        batch = []
+        ts = _now_ms()
+        for step, metrics in records:
+            for k, v in metrics.items():
+                k = metric_key(k)
+                if step <= self.watermark.get(k, -1) or v is None or not math.isfinite(float(v)):
+                    continue
+                batch.append((k, float(v), ts, int(step)))
+        _log_batch(self.client, self.run_id, metrics=batch)
+        for k, _, _, step in batch:
+            self.watermark[k] = max(step, self.watermark.get(k, -1))
+        return len(batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        _log_batch(self.client, self.run_id, tags=sorted(tags.items()))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), "logging an artifact")
+
+    def finish(self, status: str = "FINISHED", message: str | None = None) -> None:
+        """status: FINISHED, FAILED (divergence, crash) or KILLED (preempted)."""
+        if message:
+            self.set_tags({"hades.status_message": message[:8000]})
+        _retry(lambda: self.client.set_terminated(self.run_id, status), "terminating the run")
+
+
+# -- helpers for other stages ---------------------------------------------------------------
+
+
+def model_run_id(cfg: Config, grid_id: str) -> str | None:
+    path = run_id_path(cfg, grid_id)
+    return path.read_text().strip() if path.exists() else None
+
+
+def log_eval_metrics(
+    cfg: Config, grid_id: str, metrics: Mapping[str, Any], prefix: str, step: int = 0
+) -> str:
+    """Attach evaluation numbers to the model's training run (so the MLflow table compares
+    models side by side). Nested dicts are flattened ('lambada.acc'), keys become
+    '<prefix>/<key>' with characters MLflow rejects replaced by '_'; non-numeric values are
+    skipped. A (key, step) already holding the same value is not logged twice, so rerunning
+    an evaluation does not duplicate points. If the model has no run (trained elsewhere), a
+    run tagged with the grid id is created for it. Returns the run id."""
+    client = _client(cfg.tracking_uri)
+    rid = model_run_id(cfg, grid_id)
+    if rid is None:
+        exp_id = experiment_id(cfg)
+        rid = _retry(
+            lambda: client.create_run(exp_id, run_name=grid_id, tags={"hades.grid_id": grid_id, "hades.rule": prefix}),
+            "creating the run",
+        ).info.run_id
+        path = run_id_path(cfg, grid_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (rid + "\n").encode())
+        _retry(lambda: client.set_terminated(rid, "FINISHED"), "terminating the run")
+        log.warning("no training run for %s; logged %s metrics to new run %s", grid_id, prefix, rid)
+    ts = _now_ms()
+    batch = []
+    for k, v in flatten(dict(metrics)).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            continue
+        key = metric_key(f"{prefix}/{k}")
+        hist = _retry(lambda key=key: client.get_metric_history(rid, key), "reading metric history")
+        if any(m.step == step and m.value == float(v) for m in hist):
+            continue
+        batch.append((key, float(v), ts, step))
+    _log_batch(client, rid, metrics=batch)
+    return rid
+
+
+def log_artifact(cfg: Config, grid_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Attach a file (e.g. an evaluation's JSON) to the model's run; no-op without a run."""
+    rid = model_run_id(cfg, grid_id)
+    if rid is None:
+        log.warning("no MLflow run for %s; not logging artifact %s", grid_id, path)
+        return
+    client = _client(cfg.tracking_uri)
+    _retry(lambda: client.log_artifact(rid, str(path), artifact_path), "logging an artifact")
+
+
+def experiment_params(cfg: Config, grid_id: str, experiment: Any = None) -> dict[str, Any]:
+    """MLflow params of a training run: the flattened experiment config (model.*, train.*,
+    seed, ...) plus the data and tokenizer sections that define what the model saw."""
+    exp = experiment if experiment is not None else cfg.experiment(grid_id)
+    return flatten(
+        {
+            **dataclasses.asdict(exp),
+            "data": dict(cfg.data),
+            "tokenizer": dict(cfg.tokenizer),
+        }
+    )
+
+
+__all__ = [
+    "TrainingRun",
+    "config_hash",
+    "configure_offline",
+    "experiment_id",
+    "experiment_params",
+    "git_info",
+    "init_store",
+    "log_artifact",
+    "log_eval_metrics",
+    "metric_key",
+    "model_run_id",
+    "run_id_path",
+]

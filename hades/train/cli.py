@@ -1,0 +1,58 @@
+"""Command line of the trainer, shared by `python -m hades.train` and `hades train`.
+
+    python -m hades.train --config config/config.yaml --model mamba2
+    torchrun --standalone --nproc_per_node 4 -m hades.train --config config/paper.yaml --model hades
+
+Exit statuses: 0 done; 2 config error; 3 training diverged (non-finite loss, the last good
+checkpoint kept); 75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="pipeline config YAML (config/config.yaml, config/paper.yaml)")
+    p.add_argument("--model", required=True, help="grid id to train (an entry of `experiments:`)")
+    p.add_argument("--rule", default="train", help="value of the MLflow tag hades.rule")
+
+
+def setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    tag = f" [rank {rank}]" if "RANK" in os.environ else ""
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s{tag} %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hades.config import ConfigError, load_config
+
+    from .loop import EXIT_DIVERGED, EXIT_PREEMPTED, Preempted, TrainingDiverged, train
+
+    log = logging.getLogger("hades.train")
+    try:
+        train(load_config(args.config), args.model, rule=args.rule)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    except TrainingDiverged:
+        return EXIT_DIVERGED  # already reported by the loop
+    except Preempted:
+        return EXIT_PREEMPTED
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hades.train", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    setup_logging()
+    return run(args)

@@ -1,0 +1,125 @@
+"""Test doubles for the training tests, and a driver script for training subprocesses.
+
+- TinyMixer: a cheap token mixer (causal prefix mean, gated) registered in place of a grid
+  arch for the duration of a test, so trainer tests do not depend on the real mixers' speed.
+  It has a bias, a per-channel `D` (excluded from weight decay) and an auxiliary loss, so the
+  trainer's parameter groups and aux-loss logging are exercised.
+- TinyTokens: a stand-in for hades.data.shards.TokenDataset with the same reading API
+  (`vocab_size`, `global_batch_starts(seed, step, G, T)`, `windows(starts, T)`), a learnable
+  repeating sequence, and an optional per-call delay that lets a test signal a run mid-way.
+- As a script: `python tests/_train_support.py --config C --model M [--delay S]` runs the real
+  trainer entry point (hades.train.cli.main) with both doubles installed; it works under
+  `torchrun` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hades.config import ModelConfig, load_config
+from hades.models.mixers.base import Mixer, MixerOutput
+
+TEST_ARCH = "mamba2"  # the arch id the tiny mixer stands in for (restored after each test)
+VOCAB = 61
+
+
+class TinyMixer(Mixer):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        d = cfg.d_model
+        self.in_proj = nn.Linear(d, 2 * d, bias=True)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.D = nn.Parameter(torch.ones(d))
+
+    def forward(self, u, return_state: bool = False) -> MixerOutput:
+        x, g = self.in_proj(u).chunk(2, dim=-1)
+        T = u.shape[1]
+        csum = x.cumsum(1)
+        n = torch.arange(1, T + 1, device=u.device, dtype=x.dtype).view(1, T, 1)
+        y = csum / n * F.silu(g) + self.D * x
+        state = {"sum": csum[:, -1], "n": torch.full((u.shape[0],), T, device=u.device)} if return_state else None
+        return MixerOutput(self.out_proj(y), {"balance": g.float().pow(2).mean()}, state)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"D"}
+
+
+class TinyTokens:
+    def __init__(self, vocab_size: int = VOCAB, n_tokens: int = 20_000, delay: float = 0.0):
+        g = torch.Generator().manual_seed(0)
+        period = torch.randint(0, vocab_size, (53,), generator=g)
+        tokens = period.repeat(n_tokens // 53 + 1)[:n_tokens].clone()
+        noise = torch.rand(n_tokens, generator=g) < 0.1
+        tokens[noise] = torch.randint(0, vocab_size, (int(noise.sum()),), generator=g)
+        self.tokens, self.vocab_size, self.delay = tokens, vocab_size, delay
+
+    def global_batch_starts(self, seed: int, step: int, global_batch: int, seq_len: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        return torch.randint(0, len(self.tokens) - seq_len - 1, (global_batch,), generator=g)
+
+    def windows(self, starts, seq_len: int) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)
+        return torch.stack([self.tokens[s : s + seq_len + 1] for s in torch.as_tensor(starts).tolist()])
+
+
+def config_dict(results_dir: str | Path, grid=("tiny",), **train: Any) -> dict:
+    """A minimal valid pipeline config: tiny model and run, results under results_dir."""
+    t = dict(
+        steps=12, seq_len=16, global_batch=4, micro_batch=2, lr=3e-3, warmup_steps=2,
+        checkpoint_every=4, keep_checkpoints=2, log_every=2, num_threads=1,
+    )
+    t.update(train)
+    return {
+        "name": "test",
+        "seed": 7,
+        "results_dir": str(results_dir),
+        "tracking": {"uri": None, "experiment": "hades-test"},
+        "data": {"source": "synthetic"},
+        "tokenizer": {"kind": "train_bpe", "vocab_size": 64},
+        "model": {"arch": TEST_ARCH, "d_model": 16, "n_layer": 2, "head_dim": 8, "d_state": 4, "chunk_size": 8},
+        "train": t,
+        "experiments": {g: {"label": g, "model": {}} for g in grid},
+    }
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    Path(raw["results_dir"], "data", "tokens").mkdir(parents=True, exist_ok=True)
+    Path(raw["results_dir"], "data", "tokens", "manifest.json").write_text('{"stand_in": true}\n')
+    return path
+
+
+def install(delay: float = 0.0, registry=None) -> None:
+    """Point TEST_ARCH at TinyMixer and the trainer's data at TinyTokens (process-wide; tests
+    use the pytest fixture instead, which undoes it)."""
+    import hades.train.loop as loop
+    from hades.models.mixers import REGISTRY
+
+    (registry if registry is not None else REGISTRY)[TEST_ARCH] = f"{__name__}:TinyMixer"
+    loop.open_dataset = lambda manifest, split: TinyTokens(delay=delay)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--delay", type=float, default=0.0)
+    args, rest = p.parse_known_args()
+    install(args.delay)
+    from hades.train.cli import main as train_main
+
+    load_config(rest[rest.index("--config") + 1])  # fail early on a bad config path
+    return train_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
