@@ -142,10 +142,12 @@ class HadesForCausalLM(PreTrainedModel):
         labels: Tensor | None = None,
         attention_mask: Tensor | None = None,  # accepted for HF callers; causal models ignore padding on the right
         return_state: bool = False,
+        logits_to_keep: int = 0,
         **_hf_kwargs,
     ) -> LMOutput:
         """input_ids: (B, T) -> logits (B, T, vocab). With labels (B, T), loss = next-token CE
-        (labels shifted inside; -100 ignored) + the weighted aux losses."""
+        (labels shifted inside; -100 ignored) + the weighted aux losses. logits_to_keep > 0
+        (HF's name): logits of the last that many positions only (B, logits_to_keep, vocab)."""
         x = self.embed(input_ids)
         aux_total: dict[str, Tensor] = {}
         states = [] if return_state else None
@@ -155,7 +157,7 @@ class HadesForCausalLM(PreTrainedModel):
                 aux_total[k] = aux_total.get(k, 0.0) + v
             if return_state:
                 states.append(st)
-        logits = self.logits(x)
+        logits = self.logits(x[:, -logits_to_keep:] if logits_to_keep else x)
         weights = {"balance": self.cfg.lambda_balance, "diversity": self.cfg.lambda_diversity}
         aux_weighted = {k: weights.get(k, 1.0) * v for k, v in aux_total.items()}
         loss = None
@@ -184,8 +186,10 @@ class HadesForCausalLM(PreTrainedModel):
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor) -> tuple[Tensor, list[State]]:
-        """One parallel pass over the prompt: last-position logits (B, vocab) and the state."""
-        out = self.forward(input_ids, return_state=True)
+        """One parallel pass over the prompt: last-position logits (B, vocab) and the state.
+        Only the last position goes through the LM head: a (B, T, vocab) logits tensor of a
+        16K-token passkey prompt would take tens of GB."""
+        out = self.forward(input_ids, return_state=True, logits_to_keep=1)
         return out.logits[:, -1], out.state
 
     @torch.no_grad()
