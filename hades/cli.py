@@ -3,6 +3,7 @@
     hades params config/paper.yaml [--json]     parameter counts of every grid id (meta device)
     hades train --config C --model M            train one grid id (also: python -m hades.train)
     hades plan config/paper.yaml [--json]       jobs per stage and a GPU-hours estimate
+    hades prepare-eval-data TASK SRC DST        a benchmark's release -> lm-eval's schema (offline eval)
 
 Each subcommand lives in its own `_cmd_<name>` function and is registered in `main`.
 """
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     _register_params(sub)
     _register_train(sub)
     _register_plan(sub)
+    _register_prepare(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -76,6 +78,29 @@ def _cmd_train(args) -> int:
 
     setup_logging()
     return run(args)
+
+
+def _register_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare-eval-data",
+        help="convert a benchmark's distribution into the schema of lm-eval's stock task (hades/eval/prepare.py)",
+    )
+    p.add_argument("task", help="wikitext, lambada_openai, piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq, openbookqa")
+    p.add_argument("src", help="the source file (or a directory holding it)")
+    p.add_argument("dst", help="output dir; point eval.local_data.<task> at it")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args) -> int:
+    from hades.eval.prepare import PrepareError, prepare_eval_data
+
+    try:
+        meta = prepare_eval_data(args.task, args.src, args.dst)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{meta['task']}: {meta['records']} records ({meta['layout']}) -> {args.dst}/{meta['file']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,352 @@
+"""Zero-shot evaluation with lm-evaluation-harness through its documented entry points.
+
+PAPER.md "Evaluation": wikitext (word perplexity), lambada_openai (perplexity, acc), piqa (acc),
+hellaswag (acc_norm), winogrande (acc), arc_easy (acc), arc_challenge (acc_norm), boolq (acc),
+openbookqa (acc_norm); "Avg." = mean of the 8 accuracies.
+
+The model goes in as an instance, `HFLM(pretrained=<HadesForCausalLM>, tokenizer=...)`, and the
+run is `lm_eval.simple_evaluate(model=lm, tasks=..., task_manager=TaskManager(include_path=...))`
+(STYLE.md: no wrapper that skips HFLM.__init__). HFLM scores right-padded batches with one forward
+pass each; our models are causal, so padding on the right never reaches the scored positions.
+
+`evaluate_checkpoint` is the unit of work of the `lm_eval` rule: rebuild the model from its
+checkpoint (never from flags), evaluate, write results/eval/{model}/lm_eval.json atomically (all
+paper metrics, settings, the config, the checkpoint's provenance), and mirror the metrics into
+the model's MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .taskspec import EvalTaskError, TaskPlan, default_local_data, render_tasks
+
+log = logging.getLogger(__name__)
+
+# (task, lm-eval metric, column label); the first two are perplexities, the rest accuracies
+PAPER_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("wikitext", "word_perplexity", "Wiki ppl"),
+    ("lambada_openai", "perplexity", "LMB ppl"),
+    ("lambada_openai", "acc", "LMB acc"),
+    ("boolq", "acc", "BoolQ"),
+    ("hellaswag", "acc_norm", "Hella"),
+    ("winogrande", "acc", "Wino"),
+    ("arc_easy", "acc", "ARC-e"),
+    ("arc_challenge", "acc_norm", "ARC-c"),
+    ("piqa", "acc", "PIQA"),
+    ("openbookqa", "acc_norm", "OBQA"),
+)
+ACC_METRICS = tuple(f"{t}/{m}" for t, m, _ in PAPER_METRICS if m.startswith("acc"))
+PPL_METRICS = tuple(f"{t}/{m}" for t, m, _ in PAPER_METRICS if not m.startswith("acc"))
+# the project tasks' own metrics (default study)
+TOY_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("toy_ppl", "word_perplexity", "toy word ppl"),
+    ("toy_ppl", "token_perplexity", "toy token ppl"),
+    ("toy_cloze", "acc", "toy cloze acc"),
+    ("toy_cloze", "perplexity", "toy cloze ppl"),
+)
+AVG_KEY = "avg_acc"
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+def make_lm(model, tokenizer, *, batch_size: int, max_length: int, precision: str = "auto"):
+    """lm-eval's HFLM around a model instance. precision: auto (bf16 autocast on CUDA), fp32, bf16."""
+    from lm_eval.models.huggingface import HFLM
+
+    if tokenizer.eos_token_id is None:
+        raise EvalTaskError(
+            "the tokenizer defines no eos_token: lm-eval needs one as the prefix token of rolling perplexity"
+        )
+    vocab = model.config.vocab_size
+    if len(tokenizer) > vocab:
+        raise EvalTaskError(
+            f"tokenizer/model mismatch: the tokenizer has {len(tokenizer)} tokens but the model was built "
+            f"for vocab_size {vocab}"
+        )
+    use_bf16 = precision == "bf16" or (precision == "auto" and model.device.type == "cuda")
+    model.eval()
+    return HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        backend="causal",  # model_type hades_lm is Auto-registered, but not in transformers' static name list
+        batch_size=batch_size,
+        max_length=max_length,
+        mixed_precision_dtype=torch.bfloat16 if use_bf16 else None,
+    )
+
+
+def run_lm_eval(
+    model,
+    tokenizer,
+    tasks: Sequence[str],
+    local_data: Mapping[str, str] | None = None,
+    *,
+    batch_size: int = 8,
+    max_length: int = 2048,
+    limit: int | float | None = None,
+    offline: bool = True,
+    bootstrap_iters: int = 0,
+    precision: str = "auto",
+    seed: int = 1234,
+) -> tuple[dict, TaskPlan]:
+    """Evaluate a model instance on `tasks`; returns lm-eval's results dict and the task plan."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length, precision=precision)
+    with tempfile.TemporaryDirectory(prefix="hades-lm-eval-") as run_dir:
+        plan = render_tasks(tasks, local_data, run_dir, offline=offline,
+                            token_count=lambda text: len(lm.tok_encode(text)))
+        # Indexing lm-eval's ~14k stock YAMLs takes most of a minute on a small CPU: only do it
+        # when a task runs from its stock (hub) definition; rendered tasks include theirs by path.
+        task_manager = TaskManager(
+            include_path=str(plan.include_dir) if plan.include_dir else None,
+            include_defaults=plan.needs_stock_index,
+        )
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(plan.names),
+            task_manager=task_manager,
+            num_fewshot=0,
+            limit=limit,
+            bootstrap_iters=bootstrap_iters,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    if results is None:  # only non-zero ranks of a distributed run get None
+        raise RuntimeError("lm_eval.simple_evaluate returned no results")
+    return results, plan
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def extract_metrics(lm_results: Mapping[str, Any]) -> dict[str, float]:
+    """lm-eval's {"results": {task: {"acc,none": x, ...}}} -> {"task/metric": x} (filter "none",
+    stderr dropped) plus "avg_acc" when all 8 paper accuracies are present."""
+    out: dict[str, float] = {}
+    for task, values in lm_results.get("results", {}).items():
+        for key, value in values.items():
+            metric, _, filt = key.partition(",")
+            if filt != "none" or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+                continue
+            out[f"{task}/{metric}"] = float(value)
+    avg = average_accuracy(out)
+    if avg is not None:
+        out[AVG_KEY] = avg
+    return out
+
+
+def average_accuracy(metrics: Mapping[str, float]) -> float | None:
+    """PAPER.md: "Avg." = mean of the 8 accuracies; None unless all 8 are there."""
+    values = [metrics.get(k) for k in ACC_METRICS]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_tokenizer_for(checkpoint_dir: Path):
+    """The tokenizer saved with a checkpoint (hades.data.tokenizer.load_tokenizer when present)."""
+    tok_file = checkpoint_dir / "tokenizer.json"
+    try:
+        from hades.data.tokenizer import load_tokenizer
+    except ImportError:
+        load_tokenizer = None
+    if load_tokenizer is not None:
+        return load_tokenizer(tok_file if tok_file.is_file() else checkpoint_dir)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint_dir)
+
+
+def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | None = None):
+    """(model, tokenizer, provenance) from an HF checkpoint dir (results/checkpoints/{model}/final).
+
+    Weights load from safetensors only (a pickled checkpoint is refused).
+    """
+    from hades.models import HadesForCausalLM
+
+    ckpt = Path(checkpoint_dir)
+    weights = ckpt / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt}: no model.safetensors (only safetensors checkpoints are loaded)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = HadesForCausalLM.from_pretrained(ckpt, use_safetensors=True).to(device)
+    tokenizer = load_tokenizer_for(ckpt)
+    if len(tokenizer) != model.config.vocab_size:
+        raise EvalTaskError(
+            f"checkpoint {ckpt}: tokenizer has {len(tokenizer)} tokens but the model was trained with "
+            f"vocab_size {model.config.vocab_size}"
+        )
+    return model, tokenizer, checkpoint_provenance(ckpt)
+
+
+def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
+    """What identifies the evaluated weights: path, checksum, the model config, the small JSON
+    records the trainer left next to them, and the model's MLflow run id."""
+    prov: dict[str, Any] = {"path": str(ckpt), "weights_sha256": _sha256(ckpt / "model.safetensors")}
+    records = {}
+    for p in sorted(ckpt.glob("*.json")):
+        if p.name.startswith("tokenizer") or p.name == "special_tokens_map.json" or p.stat().st_size > 65536:
+            continue
+        try:
+            records[p.name] = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+    prov["records"] = records
+    run_id = ckpt.parent / "mlflow_run_id"
+    if run_id.is_file():
+        prov["mlflow_run_id"] = run_id.read_text().strip()
+    return prov
+
+
+# --- the rule's unit of work ---------------------------------------------------------------------
+
+
+def _git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_text_atomic(text: str, path: str | Path) -> None:
+    """Write via a temp file + rename: a reader never sees half a file, a crash leaves none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> None:
+    write_text_atomic(json.dumps(obj, indent=2, default=str) + "\n", path)
+
+
+def _json_safe(obj: Any) -> Any:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.loads(json.dumps(obj, default=handle_non_serializable))
+
+
+def config_record(cfg, grid_id: str | None) -> dict[str, Any] | None:
+    if cfg is None:
+        return None
+    rec = {"source": cfg.source, "hash": cfg.hash(), "config": cfg.raw}
+    if grid_id is not None:
+        rec["experiment"] = dataclasses.asdict(cfg.experiment(grid_id))
+    return rec
+
+
+def log_metrics_to_mlflow(cfg, grid_id: str, metrics: Mapping[str, float], prefix: str) -> None:
+    """Mirror metrics into the model's MLflow run (hades.tracking owns the run bookkeeping)."""
+    from hades.tracking import log_eval_metrics
+
+    log_eval_metrics(cfg, grid_id, dict(metrics), prefix)
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path,
+    tasks: Sequence[str],
+    local_data: Mapping[str, str] | None,
+    batch_size: int,
+    max_length: int,
+    limit: int | float | None,
+    out_json: str | Path,
+    cfg=None,
+    grid_id: str | None = None,
+    *,
+    offline: bool | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    bootstrap_iters: int = 0,
+) -> dict[str, Any]:
+    """Evaluate one checkpoint and write `out_json` (results/eval/{model}/lm_eval.json).
+
+    offline: None = cfg.eval.offline (else the HF_DATASETS_OFFLINE/HF_HUB_OFFLINE environment).
+    With cfg and grid_id, the metrics also go into that model's MLflow run (prefix "eval").
+    """
+    if offline is None:
+        offline = bool(cfg.eval.get("offline", False)) if cfg is not None else any(
+            os.environ.get(v, "0") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+        )
+    if offline:  # before `datasets` loads (it reads these once): no network round trips at all
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if local_data is None and cfg is not None:
+        local_data = default_local_data(cfg)
+    model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device)
+    t0 = time.time()
+    results, plan = run_lm_eval(
+        model, tokenizer, tasks, local_data, batch_size=batch_size, max_length=max_length, limit=limit,
+        offline=offline, bootstrap_iters=bootstrap_iters, precision=precision,
+        seed=cfg.seed if cfg is not None else 1234,
+    )
+    elapsed = time.time() - t0
+    metrics = extract_metrics(results)
+    import lm_eval
+    import transformers
+
+    record = {
+        "model": grid_id or Path(checkpoint_dir).parent.name,
+        "metrics": metrics,
+        "settings": {
+            "tasks": list(tasks),
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "limit": limit,
+            "num_fewshot": 0,
+            "offline": offline,
+            "device": str(model.device),
+            "precision": "bf16-autocast" if (precision == "bf16" or (precision == "auto" and model.device.type == "cuda")) else "fp32",
+            "bootstrap_iters": bootstrap_iters,
+        },
+        "data": plan.sources,
+        "config": config_record(cfg, grid_id),
+        "checkpoint": provenance,
+        "lm_eval": _json_safe({k: results.get(k) for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better", "configs")}),
+        "versions": {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+                     "torch": torch.__version__, "transformers": transformers.__version__},
+        "git_sha": _git_sha(),
+        "elapsed_s": round(elapsed, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(record, out_json)
+    if cfg is not None and grid_id is not None:
+        log_metrics_to_mlflow(cfg, grid_id, metrics, prefix="eval")
+    return record

@@ -1,0 +1,198 @@
+"""Tables 1 and 2 of the paper next to ours: results/tables/table{1,2}.{md,csv,tex}.
+
+The paper's numbers are data here (PAPER.md Table 1; paper Appendix D, Table 2 in full). Each
+model gets three rows: ours, the paper's, and the difference (ours - paper). Accuracies are in
+percent as in the paper, perplexities as they are. "Avg." is the mean of the 8 accuracies
+(hades.eval.harness.average_accuracy), shown only when all 8 exist. A metric that a run does not
+have (the default study runs the project tasks, not the paper's) is "–"; the project tasks'
+metrics get their own columns, after the paper's.
+
+Which models a table holds comes from the config: an experiment is in table T if its `table` is
+T, or if its `paper_key` names a row of the paper's table T (the paper's Table 2 repeats the full
+HADES model as its reference row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .harness import AVG_KEY, PAPER_METRICS, TOY_METRICS, average_accuracy
+
+# paper_key -> (label, values in the column order of PAPER_COLUMNS[table])
+_T1_KEYS = ("wikitext/word_perplexity", "lambada_openai/perplexity", "lambada_openai/acc", "boolq/acc",
+            "hellaswag/acc_norm", "winogrande/acc", "arc_easy/acc", "arc_challenge/acc_norm", "piqa/acc",
+            "openbookqa/acc_norm", AVG_KEY)
+# Table 2 prints PIQA before Hella and BoolQ after ARC-c (paper, Appendix D)
+_T2_KEYS = ("wikitext/word_perplexity", "lambada_openai/perplexity", "lambada_openai/acc", "piqa/acc",
+            "hellaswag/acc_norm", "winogrande/acc", "arc_easy/acc", "arc_challenge/acc_norm", "boolq/acc",
+            "openbookqa/acc_norm", AVG_KEY)
+PAPER_COLUMNS = {1: _T1_KEYS, 2: _T2_KEYS}
+
+PAPER_TABLES: dict[int, dict[str, tuple[str, tuple[float, ...]]]] = {
+    1: {
+        "linear_attn": ("Linear Transformer", (45.43, 73.93, 24.06, 61.50, 28.20, 51.30, 42.05, 21.76, 60.55, 27.60, 39.63)),
+        "retnet": ("RetNet", (34.12, 29.46, 35.36, 55.57, 31.31, 51.70, 44.49, 23.46, 62.40, 28.00, 41.54)),
+        "deltanet": ("DeltaNet", (33.25, 26.82, 35.75, 54.07, 31.40, 49.96, 44.11, 22.18, 63.60, 29.60, 41.96)),
+        "mamba": ("Mamba", (47.51, 85.53, 22.43, 62.17, 28.71, 50.67, 42.09, 22.35, 60.72, 26.60, 39.73)),
+        "mamba2": ("Mamba2", (31.34, 24.38, 36.46, 53.88, 32.62, 50.83, 45.29, 24.15, 63.44, 26.40, 41.63)),
+        "hades": ("HADES", (31.48, 21.74, 39.24, 58.84, 32.82, 52.64, 45.03, 22.01, 63.93, 28.80, 42.91)),
+    },
+    2: {
+        "hades": ("HADES", (31.48, 21.74, 39.24, 63.93, 32.82, 52.64, 45.03, 22.01, 58.84, 28.80, 42.91)),
+        "hades_no_balance": ("w/o L_balance", (34.73, 26.84, 36.77, 62.68, 30.96, 50.75, 43.22, 22.70, 59.27, 26.20, 41.57)),
+        "hades_no_diversity": ("w/o L_diversity", (33.83, 27.40, 36.04, 62.46, 31.48, 51.38, 44.87, 22.61, 59.94, 28.40, 42.15)),
+        "hades_shared_only": ("Only Shared Filters", (34.55, 27.64, 35.75, 62.40, 31.39, 52.88, 44.23, 24.23, 60.83, 26.00, 42.21)),
+        "hades_expert_only": ("Only Expert Filters", (36.34, 30.12, 34.89, 61.53, 30.30, 52.41, 44.49, 22.70, 58.29, 28.80, 41.68)),
+    },
+}
+
+_LABELS = {f"{t}/{m}": label for t, m, label in PAPER_METRICS + TOY_METRICS}
+_LABELS[AVG_KEY] = "Avg"
+DASH = "–"
+
+
+def paper_row(table: int, paper_key: str | None) -> dict[str, float]:
+    """The paper's numbers of one row, keyed like our metrics (accuracies in percent)."""
+    if paper_key not in PAPER_TABLES[table]:
+        return {}
+    return dict(zip(PAPER_COLUMNS[table], PAPER_TABLES[table][paper_key][1]))
+
+
+def ours_in_paper_units(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Our metrics as the paper prints them: accuracies x100, perplexities unchanged."""
+    out = {}
+    for key, value in metrics.items():
+        metric = key.rsplit("/", 1)[-1]
+        out[key] = 100.0 * value if (metric.startswith("acc") or key == AVG_KEY) else value
+    if AVG_KEY not in out:
+        avg = average_accuracy(metrics)
+        if avg is not None:
+            out[AVG_KEY] = 100.0 * avg
+    return out
+
+
+def table_members(cfg, table: int) -> list[str]:
+    """Grid ids in `table`, in config order."""
+    return [gid for gid, exp in cfg.experiments.items()
+            if exp.table == table or (exp.paper_key is not None and exp.paper_key in PAPER_TABLES[table])]
+
+
+def build_table(cfg, table: int, results: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows): rows are {"model", "label", "row" (ours/paper/delta), column: value|None}.
+
+    `results` maps grid id -> its metrics (lm_eval.json "metrics"); models without results are
+    listed with "–" for ours.
+    """
+    members = table_members(cfg, table)
+    toy_cols = [f"{t}/{m}" for t, m, _ in TOY_METRICS
+                if any(f"{t}/{m}" in results.get(gid, {}) for gid in members)]
+    columns = list(PAPER_COLUMNS[table]) + toy_cols
+    rows = []
+    for gid in members:
+        exp = cfg.experiments[gid]
+        ours = ours_in_paper_units(results.get(gid, {}))
+        paper = paper_row(table, exp.paper_key)
+        label = exp.label
+        rows.append({"model": gid, "label": label, "row": "ours", **{c: ours.get(c) for c in columns}})
+        rows.append({"model": gid, "label": label, "row": "paper", **{c: paper.get(c) for c in columns}})
+        delta = {c: ours[c] - paper[c] for c in columns if c in ours and c in paper}
+        rows.append({"model": gid, "label": label, "row": "delta", **{c: delta.get(c) for c in columns}})
+    return columns, rows
+
+
+def _fmt(value: float | None, delta: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return DASH
+    return f"{value:+.2f}" if delta else f"{value:.2f}"
+
+
+def _cells(columns: Sequence[str], row: Mapping[str, Any]) -> list[str]:
+    return [_fmt(row[c], row["row"] == "delta") for c in columns]
+
+
+_ROW_NAME = {"ours": "ours", "paper": "paper", "delta": "Δ"}
+
+
+def to_markdown(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    head = ["Model", ""] + [_LABELS[c] for c in columns]
+    lines = [
+        f"Table {table}: ours vs the paper (Δ = ours - paper; accuracies in %, {DASH} = not measured)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * len(columns)) + "|",
+    ]
+    for r in rows:
+        name = r["label"] if r["row"] == "ours" else ""
+        lines.append("| " + " | ".join([name, _ROW_NAME[r["row"]]] + _cells(columns, r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "model", "label", "row"] + list(columns))
+    for r in rows:
+        w.writerow([table, r["model"], r["label"], r["row"]]
+                   + ["" if r[c] is None else f"{r[c]:.6g}" for c in columns])
+    return buf.getvalue()
+
+
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in text)
+
+
+def to_latex(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    head = ["Model", ""] + [_tex(_LABELS[c]) for c in columns]
+    lines = [
+        "% generated by hades.eval.tables (booktabs)",
+        r"\begin{tabular}{ll" + "r" * len(columns) + "}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    for i, r in enumerate(rows):
+        name = _tex(r["label"]) if r["row"] == "ours" else ""
+        cells = [c.replace(DASH, "--") for c in _cells(columns, r)]
+        lines.append(" & ".join([name, {"ours": "ours", "paper": "paper", "delta": r"$\Delta$"}[r["row"]]] + cells) + r" \\")
+        if r["row"] == "delta" and i + 1 < len(rows):
+            lines.append(r"\midrule")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def load_results(paths: Iterable[str | Path]) -> dict[str, dict[str, float]]:
+    """grid id -> metrics, from results/eval/{model}/lm_eval.json files."""
+    out = {}
+    for p in paths:
+        rec = json.loads(Path(p).read_text())
+        out[rec["model"]] = dict(rec["metrics"])
+    return out
+
+
+def make_tables(cfg, results_jsons: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
+    """Write table{1,2}.{md,csv,tex} into out_dir (results/tables); returns the paths."""
+    from .harness import write_text_atomic
+
+    results = load_results(results_jsons)
+    unknown = sorted(set(results) - set(cfg.experiments))
+    if unknown:
+        raise ValueError(f"results for unknown grid ids {unknown}; known: {', '.join(cfg.experiments)}")
+    out_dir = Path(out_dir)
+    written = []
+    for table in (1, 2):
+        columns, rows = build_table(cfg, table, results)
+        for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
+            path = out_dir / f"table{table}.{ext}"
+            write_text_atomic(render(table, columns, rows), path)
+            written.append(path)
+    return written

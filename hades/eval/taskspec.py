@@ -1,0 +1,161 @@
+"""Which lm-eval task definition each requested task runs with, and where its data comes from.
+
+Three kinds of task (DESIGN.md decision 4: one `simple_evaluate` path everywhere):
+
+- project tasks (`toy_ppl`, `toy_cloze`, hades/eval/tasks/toy/): lm-eval YAMLs over the generated
+  corpus's held-out files; the default study runs these.
+- the paper's nine tasks offline (hades/eval/tasks/offline/): the stock lm-eval task included as
+  is, with only the data location changed to a dir prepared by `hades prepare-eval-data`
+  (eval.local_data.<task>).
+- any task online: lm-eval's stock definition, data from the Hugging Face hub.
+
+The templates hold `${...}` placeholders (the installed lm_eval/tasks dir, the data location, a
+per-run datasets cache) that `render_tasks` fills into a run directory that is then given to
+lm-eval's `TaskManager(include_path=...)`. A rendered task keeps the stock task's name, so it
+overrides the stock one and its metrics keep their usual names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from .prepare import EVAL_SPLIT, PREPARED_META, prepared_file
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+# project task -> its file in the corpus dir (docs/CONTRACTS.md: results/data/corpus/)
+PROJECT_TASKS = {"toy_ppl": "val.jsonl", "toy_cloze": "cloze.jsonl"}
+OFFLINE_TASKS = tuple(EVAL_SPLIT)
+
+
+class EvalTaskError(ValueError):
+    """A requested task that cannot run as configured; one line naming the task and the fix."""
+
+
+@dataclass
+class TaskPlan:
+    names: list[str]  # what to pass to simple_evaluate(tasks=...)
+    include_dir: Path | None  # TaskManager(include_path=...) for the rendered YAMLs
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> data provenance
+    needs_stock_index: bool = False  # some task runs from its stock definition, looked up by name
+
+
+def lm_eval_tasks_dir() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+def default_local_data(cfg) -> dict[str, str]:
+    """eval.local_data of a Config, with the project tasks defaulting to the corpus files."""
+    corpus = Path(cfg.results_dir) / "data" / "corpus"
+    out = {task: str(corpus / name) for task, name in PROJECT_TASKS.items()}
+    out.update(dict(cfg.eval.get("local_data") or {}))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _yaml_str(value: str) -> str:
+    """Escape for a YAML double-quoted scalar (the templates quote every placeholder)."""
+    return json.dumps(str(value))[1:-1]
+
+
+def _render(template: Path, out: Path, **values: str) -> None:
+    text = Template(template.read_text()).substitute({k: _yaml_str(v) for k, v in values.items()})
+    out.write_text(text)
+
+
+def _annotate_token_counts(src: Path, dst: Path, token_count: Callable[[str], int]) -> int:
+    """Copy a {"text"} jsonl adding "n_tokens" (for token perplexity); returns the doc count."""
+    n = 0
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for line in fin:
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            doc["n_tokens"] = token_count(doc["text"])
+            fout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def render_tasks(
+    tasks: Sequence[str],
+    local_data: Mapping[str, str] | None,
+    run_dir: str | Path,
+    *,
+    offline: bool,
+    token_count: Callable[[str], int] | None = None,
+) -> TaskPlan:
+    """Resolve `tasks` into lm-eval task names, rendering the YAMLs they need into `run_dir`.
+
+    Raises EvalTaskError (one line) for a task that cannot run: a project task whose data file
+    is missing, a local_data dir that was not prepared, or a hub task requested offline without
+    local data.
+    """
+    local_data = dict(local_data or {})
+    run_dir = Path(run_dir)
+    cache_dir = run_dir / "hf_datasets_cache"
+    plan = TaskPlan(names=[], include_dir=None)
+    for task in tasks:
+        if task in PROJECT_TASKS:
+            src = Path(local_data.get(task, ""))
+            if not local_data.get(task) or not src.is_file():
+                raise EvalTaskError(
+                    f"project task {task!r}: data file {str(src) or '<unset>'} does not exist "
+                    f"(written by the data stage as {PROJECT_TASKS[task]}; or set eval.local_data.{task})"
+                )
+            data_file = src
+            if task == "toy_ppl" and token_count is not None:
+                (run_dir / "data").mkdir(parents=True, exist_ok=True)
+                data_file = run_dir / "data" / f"{task}.jsonl"
+                _annotate_token_counts(src, data_file, token_count)
+            _render(TASKS_DIR / "toy" / f"{task}.yaml", run_dir / f"{task}.yaml",
+                    DATA_FILE=str(data_file.resolve()), CACHE_DIR=str(cache_dir.resolve()))
+            plan.sources[task] = {"file": str(src), "sha256": _sha256(src)}
+        elif task in local_data:
+            if task not in OFFLINE_TASKS:
+                raise EvalTaskError(
+                    f"eval.local_data.{task}: no offline definition of task {task!r}; offline tasks: "
+                    f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))}"
+                )
+            data_dir = Path(local_data[task])
+            if not prepared_file(task, data_dir).is_file():
+                raise EvalTaskError(
+                    f"eval.local_data.{task}: {data_dir} has no {prepared_file(task, data_dir).name}; "
+                    f"prepare it with `hades prepare-eval-data {task} SRC {data_dir}`"
+                )
+            _render(TASKS_DIR / "offline" / f"{task}.yaml", run_dir / f"{task}.yaml",
+                    LM_EVAL_TASKS=str(lm_eval_tasks_dir()), DATA_DIR=str(data_dir.resolve()),
+                    CACHE_DIR=str(cache_dir.resolve()))
+            meta_path = data_dir / PREPARED_META
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            plan.sources[task] = {"dir": str(data_dir), "prepared": meta,
+                                  "sha256": _sha256(prepared_file(task, data_dir))}
+        elif offline:
+            raise EvalTaskError(
+                f"lm-eval task {task!r} requested offline but eval.local_data.{task} is not set: "
+                f"prepare its data with `hades prepare-eval-data {task} SRC DST` and set eval.local_data.{task}: DST"
+                if task in OFFLINE_TASKS else
+                f"lm-eval task {task!r} has no offline definition; offline tasks: "
+                f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))} (or set eval.offline: false)"
+            )
+        else:
+            plan.sources[task] = {"hub": "lm-eval stock task definition"}
+            plan.needs_stock_index = True
+        plan.names.append(task)
+    if any((run_dir / f"{t}.yaml").is_file() for t in plan.names):
+        plan.include_dir = run_dir
+    return plan
