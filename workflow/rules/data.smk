@@ -11,7 +11,6 @@
 from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
 
 DATA_NUM_SHARDS = int(CFG.data.get("num_shards", 1))
-TOKENS_DIR = res("data", "tokens")
 TOKEN_PART = res("data", "tokens", "parts", "{split}-{shard}.json")
 
 
@@ -81,7 +80,6 @@ rule tokenizer:
     params:
         cfg=cfg_hash("tokenizer"),
         source_sha256=data_tokenizer_source(),
-        corpus_dir=CORPUS_DIR,
     script:
         "../scripts/tokenizer.py"
 
@@ -104,7 +102,6 @@ rule tokenize_shard:
     params:
         num_shards=data_shard_count,
         max_train_tokens=CFG.data.get("max_train_tokens"),
-        out_dir=TOKENS_DIR,
     script:
         "../scripts/tokenize.py"
 
@@ -120,7 +117,5 @@ rule tokenize:
         log_path("tokenize"),
     benchmark:
         bench_path("tokenize")
-    params:
-        out_dir=TOKENS_DIR,
     script:
         "../scripts/tokenize.py"

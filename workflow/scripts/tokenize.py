@@ -3,6 +3,7 @@ hades.data.shards.tokenize_shard for one shard, hades.data.shards.write_manifest
 
 import logging
 import os
+from pathlib import Path
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 # the Rust tokenizer's thread pool reads this once, before its first batch
@@ -20,14 +21,16 @@ try:
             tokenizer=sm.input.tokenizer,
             shard_index=int(sm.wildcards.shard),
             num_shards=sm.params.num_shards,
-            out_dir=sm.params.out_dir,
+            out_dir=Path(sm.output[0]).parent.parent,  # <tokens>/parts/<split>-<i>.json
             split=sm.wildcards.split,
             max_tokens=shard_max_tokens(
                 sm.params.max_train_tokens, sm.params.num_shards, sm.wildcards.split
             ),
         )
     else:
-        write_manifest(sm.params.out_dir, sm.input.corpus, sm.input.tokenizer, sm.input.parts)
+        write_manifest(
+            Path(sm.output[0]).parent, sm.input.corpus, sm.input.tokenizer, sm.input.parts
+        )
 except Exception:
     logging.exception("rule %s failed", sm.rule)
     raise

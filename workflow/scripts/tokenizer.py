@@ -1,6 +1,7 @@
 """Rule `tokenizer` (workflow/rules/data.smk): hades.data.tokenizer.build_tokenizer."""
 
 import logging
+from pathlib import Path
 
 from hades.config import load_config
 from hades.data.tokenizer import build_tokenizer
@@ -11,7 +12,8 @@ logging.basicConfig(
 )
 try:
     cfg = load_config(sm.config)
-    build_tokenizer(cfg.tokenizer, sm.params.corpus_dir, sm.output[0])
+    corpus_dir = Path(sm.input.train).parent if "train" in sm.input.keys() else None
+    build_tokenizer(cfg.tokenizer, corpus_dir, sm.output[0])
 except Exception:
     logging.exception("rule tokenizer failed")
     raise
