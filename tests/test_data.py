@@ -24,6 +24,7 @@ from hades.data.shards import (
     TokenDataset,
     part_path,
     rank_rows,
+    shard_max_tokens,
     token_dtype,
     tokenize_corpus,
     tokenize_shard,
@@ -244,8 +245,8 @@ def test_gpt_neox_tokenizer_file(tmp_path):
 def _docs_from_tokens(ds: TokenDataset) -> list[np.ndarray]:
     flat = ds.read(0, len(ds))
     cuts = np.flatnonzero(flat == ds.eos_id)
-    assert cuts[-1] == len(flat) - 1, "every document ends with EOS"
-    return np.split(flat, cuts + 1)[:-1]
+    assert cuts[0] == 0, "every document starts after an EOS"
+    return np.split(flat, cuts)[1:]
 
 
 def test_shard_roundtrip(built):
@@ -255,12 +256,22 @@ def test_shard_roundtrip(built):
         docs = _docs_from_tokens(ds)
         texts = list(read_texts(built["corpus"], split))
         assert len(docs) == len(texts)
-        assert all(tok.decode(d[:-1].tolist()) == t for d, t in zip(docs, texts))
+        assert all(tok.decode(d[1:].tolist()) == t for d, t in zip(docs, texts))
     m = json.loads(built["manifest"].read_text())
     assert m["dtype"] == "uint16" and m["eos_id"] == 0 and m["vocab_size"] == 400
     assert (
         m["splits"]["train"]["num_shards"] == 3 and m["splits"]["train"]["n_docs"] == SYN["n_docs"]
     )
+
+
+def test_max_train_tokens_cap(built, tmp_path):
+    assert shard_max_tokens(1000, 3, "train") == 334 and shard_max_tokens(1000, 3, "val") is None
+    rec = tokenize_shard(built["corpus"], built["tokenizer"], 0, 3, tmp_path, max_tokens=1000)
+    flat = np.fromfile(tmp_path / rec["file"], dtype=np.uint16)
+    assert rec["n_tokens"] == flat.size == 1000
+    assert rec["n_docs"] == int((flat == 0).sum()), "documents begun within the cap"
+    full = TokenDataset(built["manifest"]).read(0, 1000)
+    assert np.array_equal(flat, full), "the cap keeps the shard's first tokens"
 
 
 def test_manifest_cache_and_invalidation(tmp_path):

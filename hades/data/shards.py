@@ -8,8 +8,9 @@ Writing (one Snakemake job per shard, then one that gathers):
     tokenize_corpus(corpus, tokenizer, out_dir, num_shards, max_train_tokens=None) -> Path
 
 A shard is a flat array of token ids (uint16 when the vocabulary has fewer than 65,536 ids,
-else uint32); each document is followed by EOS (<|endoftext|>), so documents are joined with
-EOS. Shard i of n takes the JSONL lines that *start* in bytes [i*B/n, (i+1)*B/n) of the split
+else uint32); each document is preceded by EOS (<|endoftext|>), so documents are joined with
+EOS and every document starts from the same context as at evaluation time, where EOS is the
+prefix token (lm-eval's HFLM, passkey, analysis). Shard i of n takes the JSONL lines that *start* in bytes [i*B/n, (i+1)*B/n) of the split
 file (B its size): each job reads only its own byte range, so tokenising the Pile spreads over
 as many jobs as there are shards.
 
@@ -56,7 +57,7 @@ from .tokenizer import load_backend
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
 
@@ -198,7 +199,7 @@ def tokenize_shard(
             encs = backend.encode_batch_fast(texts, add_special_tokens=False)
             lens = np.array([len(e.ids) + 1 for e in encs], dtype=np.int64)
             arr = np.fromiter(
-                (t for e in encs for t in (*e.ids, eos)), dtype=dtype, count=int(lens.sum())
+                (t for e in encs for t in (eos, *e.ids)), dtype=dtype, count=int(lens.sum())
             )
             if max_tokens is not None and n_tokens + arr.size > max_tokens:
                 keep = max_tokens - n_tokens
