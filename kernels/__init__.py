@@ -1,0 +1,20 @@
+"""GPU kernels and their plain-PyTorch references, one folder per op.
+
+    kernels/ssd/             Mamba2's state-space dual (scalar decay per head); also HADES's scan
+    kernels/selective_scan/  Mamba's S6 selective scan (diagonal decay per channel and state)
+
+Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like
+the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
+launcher of the Triton kernels) and `kernel.py` (Triton). The package's public function
+(`kernels.ssd.ssd_scan`, `kernels.selective_scan.selective_scan`) picks Triton for CUDA inputs
+when it imports, the chunked reference otherwise.
+
+Imports point one way: `kernels` never imports `hades`.
+
+Name clash: Hugging Face also publishes a PyPI package called `kernels`, which transformers
+probes for with `is_kernels_available()`. This repository's package shadows it on purpose (the
+editable install maps the name here). Keep this module free of imports and WITHOUT a
+`__version__`: transformers then reads our distribution's version (hades-repro 0.1.0, outside
+the hub package's accepted range) or "N/A", and its probe stays False (tests/test_ssd_reference.py
+checks both).
+"""

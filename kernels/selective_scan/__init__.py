@@ -1,0 +1,45 @@
+"""Mamba's selective scan (S6): public entry point, Triton on CUDA, chunked reference elsewhere.
+
+    from kernels.selective_scan import selective_scan
+    y, final_state = selective_scan(u, delta, A, B, C, D, initial_state=None, chunk_size=32)
+
+Shapes and semantics: `kernels/selective_scan/reference.py`. The Triton path lives in
+`kernels/selective_scan/op.py`, imported lazily so this package works without it.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .reference import selective_scan_chunked, selective_scan_loop, selective_scan_step
+
+
+def _triton_op():
+    """The Triton `selective_scan` from op.py, or None where it cannot be imported."""
+    try:
+        from .op import selective_scan as op
+    except ImportError:
+        return None
+    return op
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    initial_state: Tensor | None = None,
+    chunk_size: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """y, final_state = selective scan of u. Triton for CUDA inputs when available, else
+    `selective_scan_chunked`."""
+    if u.is_cuda:
+        op = _triton_op()
+        if op is not None:
+            return op(u, delta, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size)
+    return selective_scan_chunked(u, delta, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size)
+
+
+__all__ = ["selective_scan", "selective_scan_chunked", "selective_scan_loop", "selective_scan_step"]
