@@ -273,11 +273,15 @@ def config_record(cfg, grid_id: str | None) -> dict[str, Any] | None:
     return rec
 
 
-def log_metrics_to_mlflow(cfg, grid_id: str, metrics: Mapping[str, float], prefix: str) -> None:
-    """Mirror metrics into the model's MLflow run (hades.tracking owns the run bookkeeping)."""
-    from hades.tracking import log_eval_metrics
+def log_metrics_to_mlflow(cfg, grid_id: str, metrics: Mapping[str, float], prefix: str,
+                          artifact: str | Path | None = None) -> None:
+    """Mirror metrics (and the results file) into the model's MLflow run; hades.tracking owns
+    the run bookkeeping (the run id stored next to the model's checkpoints)."""
+    from hades import tracking
 
-    log_eval_metrics(cfg, grid_id, dict(metrics), prefix)
+    tracking.log_eval_metrics(cfg, grid_id, dict(metrics), prefix)
+    if artifact is not None:
+        tracking.log_artifact(cfg, grid_id, artifact, prefix)
 
 
 def evaluate_checkpoint(
@@ -348,5 +352,5 @@ def evaluate_checkpoint(
     }
     write_json_atomic(record, out_json)
     if cfg is not None and grid_id is not None:
-        log_metrics_to_mlflow(cfg, grid_id, metrics, prefix="eval")
+        log_metrics_to_mlflow(cfg, grid_id, metrics, prefix="eval", artifact=out_json)
     return record

@@ -273,7 +273,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
     }
     write_json_atomic(record, out_csv.with_suffix(".json"))
     write_csv(res["rows"], out_csv)
-    log_metrics_to_mlflow(cfg, grid_id, summary_metrics(res["rows"]), prefix="passkey")
+    log_metrics_to_mlflow(cfg, grid_id, summary_metrics(res["rows"]), prefix="passkey", artifact=out_csv)
     return record
 
 

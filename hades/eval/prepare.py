@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -393,15 +393,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _source_files(task: str, src: Path) -> Iterator[Path]:
+def source_files(task: str, src: str | Path) -> list[Path]:
+    """The files a conversion of `src` reads (the rule's inputs; checksummed in prepared.json).
+    A source that does not exist is returned as is, so that a workflow reports it missing."""
+    src = Path(src)
     if src.is_file():
-        yield src
-        if task == "piqa":
-            labels = src.with_name(f"{src.stem}-labels.lst")
-            if labels.is_file():
-                yield labels
-    elif src.is_dir():
-        yield from sorted(p for p in src.iterdir() if p.is_file())
+        labels = src.with_name(f"{src.stem}-labels.lst")
+        return [src, labels] if task == "piqa" and labels.is_file() else [src]
+    if src.is_dir():
+        return sorted(p for p in src.iterdir() if p.is_file())
+    return [src]
 
 
 def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
@@ -426,7 +427,7 @@ def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
         "records": len(records),
         "layout": layout,
         "source": str(src.resolve()),
-        "source_sha256": {p.name: _sha256(p) for p in _source_files(task, src)},
+        "source_sha256": {p.name: _sha256(p) for p in source_files(task, src)},
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))

@@ -51,10 +51,17 @@ def lm_eval_tasks_dir() -> Path:
     return Path(lm_eval.tasks.__file__).parent
 
 
+def prepared_dir(cfg, task: str) -> str:
+    """Where rule prepare_eval_data writes eval.sources.<task>: <results_dir>/eval_data/<task>."""
+    return str(Path(cfg.results_dir) / "eval_data" / task)
+
+
 def default_local_data(cfg) -> dict[str, str]:
-    """eval.local_data of a Config, with the project tasks defaulting to the corpus files."""
+    """The local data of every task a Config can name: the project tasks' corpus files, the dirs
+    prepared from eval.sources, and eval.local_data (which wins)."""
     corpus = Path(cfg.results_dir) / "data" / "corpus"
     out = {task: str(corpus / name) for task, name in PROJECT_TASKS.items()}
+    out.update({task: prepared_dir(cfg, task) for task in (cfg.eval.get("sources") or {})})
     out.update(dict(cfg.eval.get("local_data") or {}))
     return out
 

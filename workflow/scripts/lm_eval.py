@@ -1,0 +1,42 @@
+"""Rule `lm_eval` (workflow/rules/eval.smk): hades.eval.harness.evaluate_checkpoint."""
+
+import logging
+import os
+import sys
+
+from hades.config import ConfigError, load_config
+
+sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
+logging.basicConfig(
+    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+)
+try:
+    cfg = load_config(sm.config)
+    if cfg.eval.get("offline"):  # before `datasets` is imported: it reads these once
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from hades.eval.harness import evaluate_checkpoint
+    from hades.eval.taskspec import EvalTaskError, default_local_data
+
+    torch.set_num_threads(max(1, sm.threads))
+    ev = cfg.eval
+    try:
+        evaluate_checkpoint(
+            sm.input.checkpoint,
+            list(ev.get("tasks", [])),
+            default_local_data(cfg),
+            int(ev.get("batch_size", 8)),
+            int(ev.get("max_length", 2048)),
+            ev.get("limit"),
+            sm.output[0],
+            cfg=cfg,
+            grid_id=sm.wildcards.model,
+        )
+    except (EvalTaskError, ConfigError) as e:
+        logging.error("rule lm_eval: %s", e)
+        sys.exit(f"error: lm_eval {sm.wildcards.model}: {e}")
+except Exception:
+    logging.exception("rule lm_eval failed")
+    raise
