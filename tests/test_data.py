@@ -337,6 +337,8 @@ def test_missing_inputs_one_line_errors(built, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match="no such file"):
         build_tokenizer({"kind": "train_bpe", "vocab_size": 300}, corpus, tmp_path / "tok.json")
+    with pytest.raises(DataError, match="tokenizer.name"):
+        build_tokenizer({"kind": "hub"}, None, tmp_path / "hub" / "tokenizer.json")
     with pytest.raises(DataError, match="token manifest"):
         TokenDataset(tmp_path / "none" / "manifest.json")
 
