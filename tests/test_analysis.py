@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hades.models.lm as lm
-from hades.analysis import curves, delta, passkey_figure, report_check, spectrum, style
+from hades.analysis import curves, delta, passkey_figure, report_check, spectrum, style, summary
 from hades.config import ModelConfig
 from hades.models.mixers.base import Mixer, MixerOutput
 
@@ -222,14 +222,15 @@ def write_metrics(root: Path, model: str, n: int = 5, aux: bool = False):
             row = {
                 "step": 10 * (i + 1),
                 "tokens": 2048 * 10 * (i + 1),
-                "loss": 6.0 - i * 0.5,
+                "loss": 6.0 - i * 0.5 + 0.01,
+                "ce": 6.0 - i * 0.5,
                 "lr": 1e-3,
             }
             if aux:
                 row |= {"aux/balance": 1e-3 / (i + 1), "aux/diversity": 2e-3 / (i + 1)}
             f.write(json.dumps(row) + "\n")
     (d / "summary.json").write_text(
-        json.dumps({"params": 1_000_000 + len(model), "tokens_per_s": 5000.0})
+        json.dumps({"n_params": 1_000_000 + len(model), "tokens_per_s": 5000.0, "final_ce": 4.0})
     )
 
 
@@ -241,6 +242,7 @@ def test_training_curves_and_efficiency_table(tmp_path):
     }
     assert curves.aux_keys(runs["hades"].metrics) == ["aux/balance", "aux/diversity"]
     assert curves.aux_keys(runs["mamba2"].metrics) == []
+    assert curves.loss_key(runs["mamba2"].metrics) == "ce"  # CE, not CE + aux, is compared
     style.save_figure(curves.plot_loss(runs, labels={"hades": "HADES"}), tmp_path / "loss")
     style.save_figure(curves.plot_aux(runs), tmp_path / "aux")
     assert_png_pdf(tmp_path / "loss")
@@ -251,7 +253,7 @@ def test_training_curves_and_efficiency_table(tmp_path):
         by_id["hades"]["label"] == "HADES" and by_id["mamba2"]["params_vs_reference_pct"] == 100.0
     )
     assert by_id["hades"]["final_loss"] == pytest.approx(4.0)
-    curves.write_table(rows, tmp_path / "eff")
+    summary.write_table(rows, tmp_path / "eff", "Parameters", curves.EFFICIENCY_HEADERS)
     assert (tmp_path / "eff.csv").read_text().startswith("model,")
     assert "| HADES |" in (tmp_path / "eff.md").read_text()
     assert "<table" in (tmp_path / "eff.html").read_text()

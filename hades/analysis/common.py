@@ -1,5 +1,5 @@
 """What the analyses share: loading a trained checkpoint and its tokenizer, sampling the documents
-they run on, finding the analysed layer, capturing hook outputs, and writing result JSON.
+they run on, finding the analysed layer, capturing hook outputs, switching the spectral bias.
 
 The analyses read files only (checkpoints and the corpus the `corpus` rule wrote), never MLflow,
 so that each figure rule can be rerun alone.
@@ -8,7 +8,6 @@ so that each figure rule can be rerun alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,27 +24,40 @@ def load_checkpoint(ckpt_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
-def load_tokenizer(ckpt_dir: str | Path, fallback: str | Path | None = None):
-    """The `tokenizers.Tokenizer` saved with a checkpoint (tokenizer.json), else `fallback`."""
-    from tokenizers import Tokenizer
+def load_documents(
+    analysis: Mapping[str, Any], ckpt_dir: str | Path, val_jsonl: str | Path, seed: int
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """The token sequences an analysis runs on, and a record of where they came from.
 
-    for p in (Path(ckpt_dir) / "tokenizer.json", fallback):
-        if p is not None and Path(p).is_file():
-            return Tokenizer.from_file(str(p))
-    raise FileNotFoundError(f"no tokenizer.json in {ckpt_dir} and no fallback given ({fallback})")
+    `analysis` is the config's `analysis:` section: its `sample_text` when set (the paper's
+    Figure 2 uses one sample sentence), else `delta_docs` documents of the validation split
+    drawn with `seed`, at most `delta_max_tokens` tokens in all. Each sequence starts with the
+    end-of-text token, as every document does in the training shards. The tokenizer is the one
+    saved with the checkpoint.
+    """
+    from hades.data.io import iter_jsonl
+    from hades.data.tokenizer import load_backend
 
+    tok, eos_id, _ = load_backend(ckpt_dir)
 
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts of a JSONL corpus file (one document per line, the text under `field`)."""
-    texts = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if line.strip():
-                doc = json.loads(line)
-                if field not in doc:
-                    raise KeyError(f"{path}:{i + 1}: no {field!r} field (keys: {sorted(doc)})")
-                texts.append(doc[field])
-    return texts
+    def encode(text: str) -> list[int]:
+        return [eos_id, *tok.encode(text).ids]
+
+    if analysis.get("sample_text"):
+        docs = [encode(analysis["sample_text"])]
+        source = {"source": "analysis.sample_text"}
+    else:
+        n_docs = int(analysis.get("delta_docs", 25))
+        max_tokens = int(analysis.get("delta_max_tokens", 38_000))
+        texts = list(iter_jsonl(val_jsonl, "text"))
+        docs = sample_token_docs(texts, encode, n_docs, max_tokens, seed)
+        source = {
+            "source": str(val_jsonl),
+            "seed": seed,
+            "delta_docs": n_docs,
+            "delta_max_tokens": max_tokens,
+        }
+    return docs, {**source, "n_docs": len(docs), "n_tokens": sum(map(len, docs))}
 
 
 def sample_token_docs(
@@ -131,9 +143,3 @@ def spectral_bias(mixers: Sequence[nn.Module], enabled: bool) -> Iterator[None]:
     finally:
         for m, b in zip(mixers, before):
             m.spectral_bias = b
-
-
-def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -1,8 +1,9 @@
 """Training curves and the parameter / throughput table, from the files the `train` rule wrote.
 
-    results/train/{model}/metrics.jsonl   one JSON object per logged step: step, tokens, loss,
-                                          the auxiliary losses, lr, grad_norm, tokens_per_s
-    results/train/{model}/summary.json    params, throughput, ...
+    results/train/{model}/metrics.jsonl   one JSON object per optimizer step: step, tokens,
+                                          loss (CE + weighted aux), ce, aux/<name>, lr,
+                                          grad_norm, tokens_per_s, time_s (hades.train.loop)
+    results/train/{model}/summary.json    n_params, tokens_per_s, train_time_s, final_ce, ...
 
 Figures: the training loss of every grid id against tokens on one axis (the paper compares
 models at equal tokens), and the HADES auxiliary losses (L_balance, L_diversity; Eq. 7) of the
@@ -12,8 +13,6 @@ models that log them. Table: parameters (and their share of the reference model'
 
 from __future__ import annotations
 
-import csv
-import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,13 @@ import numpy as np
 
 from . import style
 
-# The first key present is plotted as "the" training loss; cross-entropy is preferred to the
-# total (CE + weighted aux) when a trainer logs both.
-LOSS_KEYS = ("ce_loss", "loss_ce", "lm_loss", "loss")
+# The first key present is plotted as "the" training loss: cross-entropy ("ce", hades.train)
+# rather than the total (CE + weighted aux), so that HADES and the baselines compare fairly.
+LOSS_KEYS = ("ce", "loss")
 AUX_MARKERS = ("balance", "diversity")
-PARAM_KEYS = ("params", "n_params", "num_params", "parameters")
-THROUGHPUT_KEYS = ("tokens_per_s", "throughput_tokens_per_s", "train_tokens_per_s", "throughput")
+PARAM_KEYS = ("n_params", "params")
+THROUGHPUT_KEYS = ("tokens_per_s",)
+FINAL_LOSS_KEYS = ("final_ce", "final_loss")
 
 
 @dataclass
@@ -53,16 +53,8 @@ def read_run(train_dir: str | Path, grid_id: str | None = None) -> Run:
 
 
 def lookup(obj: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    """The first of `keys` found in `obj` or in one of its sub-mappings (None if absent)."""
-    for k in keys:
-        if k in obj and not isinstance(obj[k], Mapping):
-            return obj[k]
-    for v in obj.values():
-        if isinstance(v, Mapping):
-            found = lookup(v, keys)
-            if found is not None:
-                return found
-    return None
+    """The first of `keys` present (not None) in `obj`, else None."""
+    return next((obj[k] for k in keys if obj.get(k) is not None), None)
 
 
 def series(
@@ -166,6 +158,10 @@ def efficiency_rows(
             tps = float(np.mean(logged)) if logged else None
         key = loss_key(r.metrics)
         last = r.metrics[-1] if r.metrics else {}
+        final = lookup(r.summary, FINAL_LOSS_KEYS)  # the trainer's mean over its last steps
+        if final is None and key:
+            final = series(r.metrics, key)[1][-1]
+        time_s = lookup(r.summary, ("train_time_s",))
         rows.append(
             {
                 "model": gid,
@@ -177,13 +173,14 @@ def efficiency_rows(
                 "tokens_per_s": round(float(tps)) if tps is not None else None,
                 "train_tokens": last.get("tokens"),
                 "steps": last.get("step"),
-                "final_loss": round(float(series(r.metrics, key)[1][-1]), 4) if key else None,
+                "train_time_s": round(float(time_s), 1) if time_s is not None else None,
+                "final_loss": round(float(final), 4) if final is not None else None,
             }
         )
     return rows
 
 
-TABLE_HEADERS = {
+EFFICIENCY_HEADERS = {
     "model": "grid id",
     "label": "model",
     "params": "params",
@@ -191,65 +188,6 @@ TABLE_HEADERS = {
     "tokens_per_s": "train tokens/s",
     "train_tokens": "train tokens",
     "steps": "steps",
-    "final_loss": "final loss",
+    "train_time_s": "train time (s)",
+    "final_loss": "final train CE",
 }
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
-
-
-def write_table(
-    rows: Sequence[Mapping[str, Any]], stem: str | Path, title: str = "Parameters and throughput"
-) -> list[Path]:
-    """Write rows as `stem`.csv (raw values), .md and .html (formatted, for docs and the report)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0]) if rows else list(TABLE_HEADERS)
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    heads = [TABLE_HEADERS.get(c, c) for c in cols]
-    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
-    stem.with_suffix(".html").write_text(
-        html_table(heads, [[_fmt(r.get(c)) for c in cols] for r in rows], title)
-    )
-    return [stem.with_suffix(s) for s in (".csv", ".md", ".html")]
-
-
-HTML_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;font-size:14px}"
-    "th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
-    "th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}"
-    "th{background:#f4f4f4}caption{font-weight:600;text-align:left;padding-bottom:.5em}"
-)
-
-
-def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> str:
-    """A standalone HTML page holding one table (how the report shows tables)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{HTML_STYLE}</style></head><body><table><caption>{html.escape(title)}</caption>"
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
-    )
-
-
-def csv_to_html(csv_path: str | Path, html_path: str | Path, title: str | None = None) -> None:
-    """Render a results CSV table (e.g. results/tables/table1.csv) as an HTML page for the report."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.reader(f))
-    headers, body = (rows[0], rows[1:]) if rows else ([], [])
-    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(html_path).write_text(html_table(headers, body, title or Path(csv_path).stem))

@@ -15,6 +15,7 @@ slots of all layers over the tokens of a few sampled documents (paper: 25 Pile d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from hades.config import Config
+
 from . import style
 from .common import capture, hades_mixers, slot_layout
 
 N_BINS = 60
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -149,7 +154,9 @@ def run(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, analyse it, write the JSON and the figure files."""
-    from .common import load_checkpoint, write_json
+    from hades.data.io import write_json
+
+    from .common import load_checkpoint
 
     model = load_checkpoint(ckpt_dir)
     result = {
@@ -159,9 +166,34 @@ def run(
         **(extra or {}),
     }
     result["summary"] = summary_line(result)
+    log.info("%s: %s", model_id, result["summary"])
     write_json(out_json, result)
     style.save_figure(
         plot(result, title=f"{label or model_id}: " + r"$\Delta_{t,\mathrm{HADES}} - \Delta_t$"),
         *fig_paths,
     )
     return result
+
+
+def from_config(
+    cfg: Config,
+    model_id: str,
+    ckpt_dir: str | Path,
+    val_jsonl: str | Path,
+    out_json: str | Path,
+    fig_paths: Sequence[str | Path],
+) -> dict[str, Any]:
+    """Rule `delta_hist`: the documents from the config's `analysis:` section."""
+    from .common import load_documents
+
+    docs, source = load_documents(cfg.analysis, ckpt_dir, val_jsonl, cfg.seed)
+    extra = {"documents": source, "analysis_config": dict(cfg.analysis), "config_hash": cfg.hash()}
+    return run(
+        ckpt_dir,
+        docs,
+        out_json,
+        fig_paths,
+        model_id=model_id,
+        label=cfg.experiment(model_id).label,
+        extra=extra,
+    )

@@ -78,8 +78,19 @@ def plot(grids: Mapping[str, PasskeyGrid], labels: Mapping[str, str] | None = No
                 origin="upper",
             )
             if g.scores.size <= 400:  # annotate counts while the cells are large enough to read
+                size = 9 if g.scores.size <= 40 else 7
                 for (i, j), s in np.ndenumerate(g.scores):
-                    ax.text(j, i, f"{s:g}", ha="center", va="center", fontsize=7, color="#111111")
+                    acc = g.accuracy[i, j]
+                    dark = not np.isnan(acc) and (acc < 0.2 or acc > 0.85)  # the ends of RdYlGn
+                    ax.text(
+                        j,
+                        i,
+                        f"{s:g}",
+                        ha="center",
+                        va="center",
+                        fontsize=size,
+                        color="white" if dark else "#111111",
+                    )
             ax.set_xticks(
                 range(len(g.lengths)),
                 [_length_label(n) for n in g.lengths],

@@ -23,6 +23,7 @@ centroid (2b vs 2c).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hades.config import Config
+
 from . import style
 from .common import capture, hades_mixers, resolve_layer, slot_layout, spectral_bias
 
 HF_CUTOFF = 0.25  # cycles/token: the upper half of the band [0, 0.5] counts as high frequency
 MAX_NPERSEG = 128
+
+log = logging.getLogger(__name__)
 
 
 def welch_power(y: Tensor, nperseg: int) -> tuple[Tensor, int]:
@@ -151,6 +156,19 @@ def compare(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def default_nperseg(lengths: Sequence[int]) -> int:
+    """Welch segment length: the largest power of two ≤ min(128, median document length).
+
+    Documents shorter than a segment are left out; a long segment resolves low frequencies, a
+    short one keeps more documents. A single text (the paper's sample sentence) uses its own
+    length when that is below 8.
+    """
+    median = int(np.median(lengths))
+    if median < 8:
+        return max(2, median)
+    return 1 << int(np.log2(min(MAX_NPERSEG, median)))
+
+
 def analyze(
     model: nn.Module,
     docs: Sequence[Sequence[int]],
@@ -159,12 +177,14 @@ def analyze(
 ) -> dict[str, Any]:
     """Figure 2's data for one HADES model: per-group spectra, summaries and the comparison.
 
-    docs: token id lists (each ≥ 2 tokens); layer: 0-based, None = the middle layer;
-    nperseg: Welch segment length, default min(128, shortest document).
+    docs: token id lists; layer: 0-based index into model.layers, None = the middle layer;
+    nperseg: Welch segment length, default `default_nperseg` (shorter documents are skipped).
     """
     n_layer = len(model.layers)
     layer = resolve_layer(layer, n_layer)
-    nperseg = nperseg or min(MAX_NPERSEG, min(len(d) for d in docs))
+    nperseg = nperseg or default_nperseg([len(d) for d in docs])
+    docs = [d for d in docs if len(d) >= nperseg]
+    assert docs, f"no document has the {nperseg} tokens of one Welch segment"
     freqs = frequencies(nperseg)
     Q, S = slot_layout(model)
     experts, shared = list(range(Q)), list(range(Q, Q + S))
@@ -268,7 +288,9 @@ def run(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, analyse it, write the JSON and the figure files."""
-    from .common import load_checkpoint, write_json
+    from hades.data.io import write_json
+
+    from .common import load_checkpoint
 
     model = load_checkpoint(ckpt_dir)
     result = {
@@ -278,6 +300,32 @@ def run(
         **(extra or {}),
     }
     result["summary"] = summary_line(result)
+    log.info("%s: %s", model_id, result["summary"])
     write_json(out_json, result)
     style.save_figure(plot(result, title=f"{label or model_id}: filter spectra"), *fig_paths)
     return result
+
+
+def from_config(
+    cfg: Config,
+    model_id: str,
+    ckpt_dir: str | Path,
+    val_jsonl: str | Path,
+    out_json: str | Path,
+    fig_paths: Sequence[str | Path],
+) -> dict[str, Any]:
+    """Rule `spectrum`: the documents and the layer from the config's `analysis:` section."""
+    from .common import load_documents
+
+    docs, source = load_documents(cfg.analysis, ckpt_dir, val_jsonl, cfg.seed)
+    extra = {"documents": source, "analysis_config": dict(cfg.analysis), "config_hash": cfg.hash()}
+    return run(
+        ckpt_dir,
+        docs,
+        out_json,
+        fig_paths,
+        layer=cfg.analysis.get("layer"),
+        model_id=model_id,
+        label=cfg.experiment(model_id).label,
+        extra=extra,
+    )

@@ -1,0 +1,30 @@
+"""Rule `curves` (workflow/rules/analysis.smk): hades.analysis.curves (training curves, table)."""
+
+import logging
+from pathlib import Path
+
+from hades.analysis import curves, style, summary
+
+sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
+logging.basicConfig(
+    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+)
+try:
+    # metrics.jsonl is written by `train` next to each summary.json
+    runs = {
+        m: curves.read_run(Path(p).parent, m) for m, p in zip(sm.params.models, sm.input.summaries)
+    }
+    labels = sm.params.labels
+    style.save_figure(curves.plot_loss(runs, labels), sm.output.loss_png, sm.output.loss_pdf)
+    style.save_figure(curves.plot_aux(runs, labels), sm.output.aux_png, sm.output.aux_pdf)
+    rows = curves.efficiency_rows(runs, labels)
+    summary.write_table(
+        rows,
+        Path(sm.output.csv).with_suffix(""),
+        "Parameters and throughput",
+        curves.EFFICIENCY_HEADERS,
+    )
+    logging.info("efficiency table: %d models", len(rows))
+except Exception:
+    logging.exception("rule curves failed")
+    raise
