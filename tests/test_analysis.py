@@ -166,6 +166,17 @@ def test_delta_fraction_positive_on_a_constructed_case(synthetic_model):
     assert all(layer["fraction_positive"] == pytest.approx(0.75) for layer in res["per_layer"])
 
 
+def test_shared_only_model_has_no_delta_statistics(monkeypatch, tmp_path):
+    monkeypatch.setattr(lm, "build_mixer", lambda cfg, i: SyntheticHadesMixer(cfg, i))
+    model = lm.build_model(ModelConfig(**{**CFG.__dict__, "n_shared": 4})).eval()
+    res = delta.analyze(model, random_docs(n=1, length=40))
+    assert res["n_values"] == 0 and res["fraction_positive"] is None and res["n_tokens"] == 40
+    assert "no spectral bias" in delta.summary_line(res)
+    style.save_figure(delta.plot(res), tmp_path / "empty")
+    assert_png_pdf(tmp_path / "empty")
+    assert set(spectrum.analyze(model, random_docs(n=1))["groups"]) == {"shared"}
+
+
 def test_delta_histogram_spans_zero():
     h = delta.histogram(np.array([0.5, 1.0, 2.0]), bins=4)
     assert h["edges"][0] == 0.0 and h["edges"][-1] == 2.0 and sum(h["counts"]) == 3

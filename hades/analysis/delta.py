@@ -102,17 +102,23 @@ def summarize(diffs: np.ndarray, shared_max_abs: float = 0.0) -> dict[str, Any]:
 
 
 def analyze(model: nn.Module, docs: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """Figure 4's data for one HADES model."""
+    """Figure 4's data for one HADES model. A model without expert slots (Q = 0, the
+    shared-only ablation) has no spectral bias: the result says so, with no statistics."""
     Q, S = slot_layout(model)
-    diffs, shared_max = delta_differences(model, docs)
-    return {
+    head = {
         "pooled_over": f"expert slots (Q={Q}) of all {len(model.layers)} layers, every token",
         "n_docs": len(docs),
-        **summarize(diffs, shared_max),
     }
+    if Q == 0:
+        n_tokens = int(sum(len(d) for d in docs))
+        return {**head, "n_tokens": n_tokens, "n_values": 0, "fraction_positive": None}
+    diffs, shared_max = delta_differences(model, docs)
+    return {**head, **summarize(diffs, shared_max)}
 
 
 def summary_line(result: Mapping[str, Any]) -> str:
+    if not result["n_values"]:
+        return "no expert slots (Q = 0): the model has no spectral bias"
     return (
         f"Δ_HADES − Δ over {result['n_tokens']} tokens ({result['n_values']} values): "
         f"{100 * result['fraction_positive']:.1f}% positive, {100 * result['fraction_negative']:.1f}% negative, "
@@ -123,19 +129,23 @@ def summary_line(result: Mapping[str, Any]) -> str:
 def plot(result: Mapping[str, Any], title: str | None = None):
     """Figure 4 from an `analyze` result: log-scale histogram, positive bins in the expert colour,
     negative bins in the shared colour, a line at 0."""
-    edges = np.asarray(result["histogram"]["edges"])
-    counts = np.asarray(result["histogram"]["counts"])
-    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    colors = [
-        style.GROUP_COLORS["expert"] if c > 0 else style.GROUP_COLORS["shared"] for c in centers
-    ]
     with style.style():
         fig, ax = style.new_figure(5.2, 3.4)
+        ax.set_title(title or r"Histogram of $\Delta_{t,\mathrm{HADES}} - \Delta_t$")
+        ax.set_xlabel(r"$\Delta_{t,\mathrm{HADES}} - \Delta_t$")
+        if not result["n_values"]:
+            ax.text(
+                0.5, 0.5, summary_line(result), ha="center", va="center", transform=ax.transAxes
+            )
+            return fig
+        edges = np.asarray(result["histogram"]["edges"])
+        counts = np.asarray(result["histogram"]["counts"])
+        centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        positive, negative = style.GROUP_COLORS["expert"], style.GROUP_COLORS["shared"]
+        colors = [positive if c > 0 else negative for c in centers]
         ax.bar(centers, counts, width=widths, color=colors, log=True, linewidth=0)
         ax.axvline(0.0, color="#222222", linewidth=0.9)
-        ax.set_xlabel(r"$\Delta_{t,\mathrm{HADES}} - \Delta_t$")
         ax.set_ylabel("count (log scale)")
-        ax.set_title(title or r"Histogram of $\Delta_{t,\mathrm{HADES}} - \Delta_t$")
         style.note(
             ax,
             f"{100 * result['fraction_positive']:.1f}% positive\n"

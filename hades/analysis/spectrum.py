@@ -221,7 +221,7 @@ def analyze(
 
 def summary_line(result: Mapping[str, Any]) -> str:
     """One sentence with the numbers, for logs and the report."""
-    parts = []
+    parts = [f"{k} centroid {g['centroid']:.4f}" for k, g in result["groups"].items()]
     c = result["comparison"]
     if c.get("shared_vs_expert"):
         d = c["shared_vs_expert"]
@@ -235,7 +235,7 @@ def summary_line(result: Mapping[str, Any]) -> str:
             f"expert centroid with bias {d['centroid_with_bias']:.4f} vs without {d['centroid_without_bias']:.4f} "
             f"({'bias raises it' if d['holds'] else 'bias does NOT raise it'})"
         )
-    return "; ".join(parts) or "no slot groups to compare"
+    return "; ".join(parts)
 
 
 def plot(result: Mapping[str, Any], title: str | None = None):
