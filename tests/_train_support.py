@@ -15,7 +15,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hades.config import ModelConfig, load_config
+from hades.config import Config, ModelConfig, load_config
 from hades.models.mixers.base import Mixer, MixerOutput
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
 
 TEST_ARCH = "mamba2"  # the arch id the tiny mixer stands in for (restored after each test)
 VOCAB = 61
@@ -108,6 +118,126 @@ def install(delay: float = 0.0, registry=None) -> None:
 
     (registry if registry is not None else REGISTRY)[TEST_ARCH] = f"{__name__}:TinyMixer"
     loop.open_dataset = lambda manifest, split: TinyTokens(delay=delay)
+
+
+# -- test helpers (imported by the test modules) -------------------------------
+
+
+_TEMPLATE: Path | None = None
+
+
+def mlflow_template_db() -> Path:
+    """An empty MLflow SQLite store, already migrated, created once per test process. Creating
+    one runs every schema migration (seconds of CPU), so each test copies this file instead."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        from hades import tracking
+
+        d = Path(tempfile.mkdtemp(prefix="hades-mlflow-template-"))
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        tracking._client(f"sqlite:///{d / 'mlflow.db'}")
+        _TEMPLATE = d / "mlflow.db"
+    return _TEMPLATE
+
+
+class TinyEnv:
+    """Per-test workspace: configs with their own results dir (and MLflow store copy)."""
+
+    def __init__(self, root: Path, template: Path):
+        self.root, self.template = root, template
+
+    def config(self, name: str, grid=("tiny",), **train: Any) -> tuple[Config, Path]:
+        results = self.root / name / "results"
+        results.mkdir(parents=True)
+        shutil.copyfile(self.template, results / "mlflow.db")
+        path = write_config(self.root / name / "config.yaml", config_dict(results, grid, **train))
+        return load_config(path), path
+
+    def spawn(self, cfg_path: Path, model: str = "tiny", delay: float = 0.0, nproc: int | None = None) -> subprocess.Popen:
+        """The trainer entry point in a subprocess (under torchrun with nproc); output in
+        <config dir>/<model>.out."""
+        cmd = [sys.executable]
+        if nproc:
+            cmd += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+        cmd += [str(TESTS_DIR / "_train_support.py"), "--delay", str(delay), "--config", str(cfg_path), "--model", model]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+        env.pop("PYTEST_CURRENT_TEST", None)
+        out = open(cfg_path.parent / f"{model}.out", "w")
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def output(cfg_path: Path, model: str = "tiny") -> str:
+        return (cfg_path.parent / f"{model}.out").read_text()
+
+
+@contextlib.contextmanager
+def tiny_env(tmp_path: Path, monkeypatch):
+    """TEST_ARCH -> TinyMixer and the trainer's data -> TinyTokens (through the test's
+    monkeypatch, so undone after it), and the torch thread count restored (train() sets it)."""
+    import hades.train.loop as loop
+    from hades.models.mixers import REGISTRY
+
+    env = TinyEnv(tmp_path, mlflow_template_db())
+    env.real_registry = dict(REGISTRY)
+    monkeypatch.setitem(REGISTRY, TEST_ARCH, f"{__name__}:TinyMixer")
+    monkeypatch.setattr(loop, "open_dataset", lambda manifest, split: TinyTokens())
+    threads = torch.get_num_threads()
+    try:
+        yield env
+    finally:
+        torch.set_num_threads(threads)
+
+
+def metrics_rows(cfg: Config, grid_id: str) -> list[dict]:
+    path = Path(cfg.results_dir) / "train" / grid_id / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def final_weights(cfg: Config, grid_id: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(cfg.results_dir) / "checkpoints" / grid_id / "final" / "model.safetensors")
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys(), f"different tensors: {sorted(a.keys() ^ b.keys())}"
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"weights differ (not bitwise equal) in {diff}"
+
+
+def mlflow_runs(cfg: Config, grid_id: str, all_stages: bool = True) -> list:
+    """Runs of grid_id in the config's experiment (deleted ones too unless all_stages=False)."""
+    from mlflow.entities import ViewType
+
+    from hades import tracking
+
+    client = tracking._client(cfg.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.tracking_experiment)
+    return client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`hades.grid_id` = '{grid_id}'",
+        run_view_type=ViewType.ALL if all_stages else ViewType.ACTIVE_ONLY,
+    )
+
+
+def metric_history(cfg: Config, run_id: str, key: str) -> list:
+    from hades import tracking
+
+    return sorted(tracking._client(cfg.tracking_uri).get_metric_history(run_id, key), key=lambda m: m.step)
+
+
+def wait_for_step(cfg: Config, grid_id: str, step: int, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """Poll metrics.jsonl until it holds `step`; returns the last step seen."""
+    path = Path(cfg.results_dir) / "train" / grid_id / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"training exited early with status {proc.returncode}"
+        if path.exists():
+            lines = [ln for ln in path.read_text().splitlines() if ln.endswith("}")]
+            if lines and json.loads(lines[-1])["step"] >= step:
+                return json.loads(lines[-1])["step"]
+        time.sleep(0.005)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
 def main() -> int:

@@ -1,0 +1,321 @@
+"""Fault tests of training (docs/reliability.md): crash, corruption, preemption, divergence,
+unsafe checkpoints, interrupted writes, stale checkpoints. CPU, tiny model, seconds each.
+
+Each test compares against an uninterrupted run with the same seed: on CPU the trainer is
+deterministic, so "resumed correctly" means bitwise-equal final weights and an identical
+metric history (every step exactly once) in metrics.jsonl and in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _train_support import (
+    TinyTokens,
+    assert_bitwise_equal,
+    final_weights,
+    metric_history,
+    metrics_rows,
+    mlflow_runs,
+    tiny_env,
+    wait_for_step,
+)
+
+import hades.train.loop as loop
+from hades.train import EXIT_DIVERGED, EXIT_PREEMPTED, Preempted, train
+from hades.train.checkpoint import (
+    CHECKSUM_FILE,
+    FILES,
+    CheckpointError,
+    latest_good,
+    list_checkpoints,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    step_dir_name,
+    sweep_incomplete,
+    verify,
+)
+
+STEPS = 16
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    with tiny_env(tmp_path, monkeypatch) as env:
+        yield env
+
+
+def _ckpt_root(cfg, grid_id="tiny") -> Path:
+    return Path(cfg.results_dir) / "checkpoints" / grid_id
+
+
+def _assert_same_history(cfg, ref, steps=STEPS):
+    """metrics.jsonl and MLflow: steps 1..N exactly once, values equal to the reference."""
+    rows, ref_rows = metrics_rows(cfg, "tiny"), metrics_rows(ref, "tiny")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1)), "metrics.jsonl: a step is missing or duplicated"
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows], "metrics.jsonl: loss curve differs from the uninterrupted run"
+    runs = mlflow_runs(cfg, "tiny")
+    assert len(runs) == 1, f"expected one MLflow run for the model, found {len(runs)}"
+    assert runs[0].info.status == "FINISHED"
+    hist = metric_history(cfg, runs[0].info.run_id, "train/loss")
+    assert [m.step for m in hist] == list(range(1, steps + 1)), "MLflow: a step is missing or logged twice"
+    assert [m.value for m in hist] == [r["loss"] for r in ref_rows]
+
+
+class _SignalAt(TinyTokens):
+    """Delivers SIGTERM to this process while reading the `at`-th micro-batch (in-process
+    preemption: the handler sets the flag, the loop stops at the next step boundary)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def windows(self, starts, seq_len):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().windows(starts, seq_len)
+
+
+def _preempt_in_process(monkeypatch, cfg, at_call: int) -> Preempted:
+    monkeypatch.setattr(loop, "open_dataset", lambda m, s: _SignalAt(at_call))
+    with pytest.raises(Preempted) as e:
+        train(cfg, "tiny")
+    monkeypatch.setattr(loop, "open_dataset", lambda m, s: TinyTokens())
+    return e.value
+
+
+# -- 1. crash and resume -----------------------------------------------------------------------
+
+
+def test_sigkill_at_random_step_then_rerun_resumes_bitwise(tiny):
+    seed = int(os.environ.get("HADES_TEST_SEED", time.time_ns() % 10**6))
+    kill_at = random.Random(seed).randint(2, STEPS - 4)
+    cfg, path = tiny.config("crash", steps=STEPS)
+    proc = tiny.spawn(path, delay=0.05)  # ~0.1 s per step, so the kill lands mid-run
+    ref, _ = tiny.config("ref", steps=STEPS)
+    train(ref, "tiny")  # the uninterrupted run, while the subprocess starts
+    seen = wait_for_step(cfg, "tiny", kill_at, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    note = f"(HADES_TEST_SEED={seed}: killed at step {seen})"
+    assert seen < STEPS, f"the run finished before the kill {note}"
+    ckpts = [s for s, _ in list_checkpoints(_ckpt_root(cfg))]
+    assert all(s % 4 == 0 and s <= seen for s in ckpts), f"{ckpts} {note}"
+
+    summary = train(cfg, "tiny")  # the rerun
+    assert summary["resumed_from"] == ckpts[-1:], note
+    assert_bitwise_equal(final_weights(cfg, "tiny"), final_weights(ref, "tiny"))
+    _assert_same_history(cfg, ref)
+
+
+# -- 2. checkpoint integrity -------------------------------------------------------------------
+
+
+def _truncate(p: Path):
+    f = p / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _bitflip(p: Path):
+    f = p / "optimizer.pt"
+    b = bytearray(f.read_bytes())
+    b[len(b) // 2] ^= 0x01
+    f.write_bytes(bytes(b))
+
+
+def _no_sums(p: Path):
+    (p / CHECKSUM_FILE).unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _bitflip, _no_sums], ids=["truncated", "bitflip", "no-checksums"])
+def test_corrupt_latest_checkpoint_is_reported_and_previous_used(tiny, monkeypatch, caplog, damage):
+    cfg, _ = tiny.config("corrupt", steps=STEPS)
+    stop = _preempt_in_process(monkeypatch, cfg, at_call=17)  # during step 9 (2 micro-batches per step)
+    assert stop.step == 9
+    root = _ckpt_root(cfg)
+    assert [s for s, _ in list_checkpoints(root)] == [8, 9], "keep_checkpoints=2 keeps the newest two"
+    damage(root / step_dir_name(9))
+    with pytest.raises(CheckpointError):
+        verify(root / step_dir_name(9))
+
+    with caplog.at_level(logging.WARNING):
+        summary = train(cfg, "tiny")
+    assert f"{step_dir_name(9)} is unusable" in caplog.text
+    assert summary["resumed_from"] == [8], "fell back to the previous checkpoint"
+    assert [p.name.split(".")[0] for p in (root / "corrupt").iterdir()] == [step_dir_name(9)], "kept for inspection"
+    ref, _ = tiny.config("ref", steps=STEPS)
+    train(ref, "tiny")
+    assert_bitwise_equal(final_weights(cfg, "tiny"), final_weights(ref, "tiny"))
+    _assert_same_history(cfg, ref)
+
+
+def _tiny_checkpoint(root: Path, step: int) -> Path:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    return save_checkpoint(
+        root, step, model=model, optimizer=opt,
+        trainer_state={"scheduler": {}, "rng": [rng_state()], "tokens": 0, "train_time_s": 0.0, "resumes": []},
+        config={"resume_key": "k"}, metrics_file=None, keep=5,
+    )
+
+
+class _Evil:
+    """Unpickling this would run open(marker, 'w'): the marker proves whether code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path, caplog):
+    root = tmp_path / "ckpts"
+    _tiny_checkpoint(root, 1)
+    bad = _tiny_checkpoint(root, 2)
+    marker = tmp_path / "code_ran"
+    torch.save({"format_version": 1, "step": 2, "payload": _Evil(marker)}, bad / "trainer.pt")
+    from hades.train.atomic import sha256_file
+
+    # valid checksums: only the loader's refusal to unpickle objects can stop this file
+    (bad / CHECKSUM_FILE).write_text("".join(f"{sha256_file(bad / f)}  {f}\n" for f in FILES))
+    verify(bad)
+    with pytest.raises(CheckpointError, match="pickled Python object, refusing to load"):
+        read_checkpoint(bad)
+    assert not marker.exists(), "the pickled payload must never execute"
+    with caplog.at_level(logging.WARNING):
+        good = latest_good(root)
+    assert good is not None and good.step == 1 and "refusing to load" in caplog.text
+    assert not marker.exists()
+
+
+def test_interrupted_checkpoint_write_leaves_previous_intact(tmp_path, monkeypatch):
+    root = tmp_path / "ckpts"
+    _tiny_checkpoint(root, 1)
+    import hades.train.checkpoint as ck
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        if str(f).endswith("trainer.pt"):
+            raise OSError("No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", dying_save)
+    with pytest.raises(OSError, match="No space"):
+        _tiny_checkpoint(root, 2)
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert [s for s, _ in list_checkpoints(root)] == [1]
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")], "a failed write cleans up"
+    # a write killed by SIGKILL leaves a hidden temp dir: never listed, swept on the next start
+    (root / ".tmp-step_00000002-999-deadbeef").mkdir()
+    (root / ".tmp-step_00000002-999-deadbeef" / "model.safetensors").write_bytes(b"partial")
+    assert [s for s, _ in list_checkpoints(root)] == [1]
+    assert latest_good(root).step == 1
+    sweep_incomplete(root)
+    assert sorted(p.name for p in root.iterdir()) == [step_dir_name(1)]
+
+
+# -- 3. preemption -----------------------------------------------------------------------------
+
+
+def test_sigterm_saves_checkpoint_and_exits_for_requeue(tiny):
+    cfg, path = tiny.config("term", steps=STEPS)
+    proc = tiny.spawn(path, delay=0.05)
+    ref, _ = tiny.config("ref", steps=STEPS)
+    train(ref, "tiny")
+    wait_for_step(cfg, "tiny", 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=120)
+    out = tiny.output(path)
+    assert rc == EXIT_PREEMPTED, out
+    marker = json.loads((_ckpt_root(cfg) / loop.PREEMPTED_MARKER).read_text())
+    step = marker["step"]
+    assert 5 <= step < STEPS and marker["signal"] == "SIGTERM"
+    verify(_ckpt_root(cfg) / step_dir_name(step))
+    assert f"stopped by SIGTERM after step {step}" in out and f"exit {EXIT_PREEMPTED}" in out
+    (run,) = mlflow_runs(cfg, "tiny")
+    assert run.info.status == "KILLED"
+
+    summary = train(cfg, "tiny")  # the requeued job
+    assert summary["resumed_from"] == [step]
+    assert not (_ckpt_root(cfg) / loop.PREEMPTED_MARKER).exists()
+    assert_bitwise_equal(final_weights(cfg, "tiny"), final_weights(ref, "tiny"))
+    _assert_same_history(cfg, ref)
+
+
+# -- 4. divergence -----------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_naming_the_step_and_fails_the_run(tiny, monkeypatch, caplog):
+    from hades.train import cli
+
+    cfg, path = tiny.config("nan", steps=12)
+    real_build = loop.build_model
+
+    def build_poisoned(*a, **k):
+        model = real_build(*a, **k)
+        calls = [0]
+
+        def poison(module, args, out):  # NaN logits from the first micro-batch of step 7
+            calls[0] += 1
+            if calls[0] > 2 * 6:
+                out.logits = out.logits * float("nan")
+            return out
+
+        model.register_forward_hook(poison)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build_poisoned)
+    with caplog.at_level(logging.ERROR):
+        rc = cli.run(argparse.Namespace(config=str(path), model="tiny", rule="train"))
+    assert rc == EXIT_DIVERGED
+    assert "training diverged at step 7: loss = nan" in caplog.text
+    assert "step_00000004 is kept" in caplog.text
+    (run,) = mlflow_runs(cfg, "tiny")
+    assert run.info.status == "FAILED"
+    assert "step 7" in run.data.tags["hades.status_message"]
+    root = _ckpt_root(cfg)
+    assert [s for s, _ in list_checkpoints(root)] == [4]
+    ck = read_checkpoint(root / step_dir_name(4))
+    assert all(torch.isfinite(v).all() for v in ck.optimizer["state"][0].values())
+    assert [r["step"] for r in metrics_rows(cfg, "tiny")] == list(range(1, 7))
+    assert not (Path(cfg.results_dir) / "checkpoints" / "tiny" / "final").exists()
+    assert not (Path(cfg.results_dir) / "train" / "tiny" / "summary.json").exists()
+
+
+# -- 5. checkpoints of another config ----------------------------------------------------------
+
+
+def test_checkpoints_of_a_changed_config_are_set_aside(tiny, monkeypatch, caplog):
+    import yaml
+
+    from hades.config import load_config
+
+    cfg, path = tiny.config("stale", steps=STEPS)
+    _preempt_in_process(monkeypatch, cfg, at_call=11)
+    (old_run,) = mlflow_runs(cfg, "tiny")
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["lr"] = 1e-3
+    cfg2 = load_config(raw)
+    with caplog.at_level(logging.WARNING):
+        summary = train(cfg2, "tiny")
+    assert summary["resumed_from"] == [], "a changed recipe trains from scratch"
+    assert "written for another config" in caplog.text
+    stale = list((_ckpt_root(cfg) / "stale").iterdir())
+    assert len(stale) == 1 and sorted(p.name for p in stale[0].iterdir()) == [step_dir_name(4), step_dir_name(6)]
+    runs = {r.info.run_id: r for r in mlflow_runs(cfg, "tiny")}
+    assert runs[old_run.info.run_id].info.lifecycle_stage == "deleted"
+    assert runs[old_run.info.run_id].data.tags["hades.superseded_by"] == summary["mlflow_run_id"]
+    assert [r.info.run_id for r in mlflow_runs(cfg, "tiny", all_stages=False)] == [summary["mlflow_run_id"]]
