@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Snakemake runs this after creating envs/analysis.yaml, from the repository root.
+set -euo pipefail
+pip install --no-deps -e .
