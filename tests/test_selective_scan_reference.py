@@ -13,6 +13,16 @@ from kernels.selective_scan import selective_scan, selective_scan_chunked, selec
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: a second intra-op thread only adds synchronisation, which costs
+    10x on a loaded 2-core machine. Restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def make_inputs(b=2, t=63, c=6, n=5, dtype=torch.float64, seed=0, init_state=True, with_D=True, strong=False):
     gen = torch.Generator().manual_seed(seed)

@@ -1,0 +1,246 @@
+"""HADES token mixer: "Graph Signal Processing Meets Mamba2: Adaptive Filter Bank via Delta
+Modulation", Section 3 (eq. 5-7) and the loss of Section 3.3, as the authors' code computes it
+(docs: /PAPER.md "The HADES mixer", steps 1-9).
+
+Mamba2 read as a filter bank: each SSD head is a filter. Of a bank of M filters, H are active
+per token: S shared filters (always on) and Q experts picked by a router from E candidates. A
+chosen filter only selects which Δ channel drives a slot; the recurrence parameters (A, D) belong
+to the H slots. The router sees the token's spectral residual r_t = u_t - mean(u_1..u_t) and
+also shifts the experts' Δ (the "spectral bias" γ·b).
+
+Paper symbol -> code name (identical in config keys, see hades/config.py):
+
+    M   n_filters     filters in the bank = expand * d_model / head_dim
+    H   n_active      active slots per token (SSD heads actually run)
+    S   n_shared      shared slots; their filters are the fixed last S ids E .. M-1
+    Q   n_experts     routed slots per token = H - S
+    E   n_candidates  filters the router picks the Q experts from = M - S
+    γ   gamma         per-slot scale of the spectral bias (H values, init gamma_init)
+    Δ   delta         the time step after routing, softplus(dt_raw[id] + dt_bias + γ b)
+    s_t scores        router scores over the E candidates (first E outputs of h_proj)
+    b_t bias          spectral bias of the Q expert slots (last Q outputs of h_proj)
+
+Steps (u: (batch, seqlen, D)):
+  1. in_proj: D -> [z (H P), x (H P), B (G N), C (G N), dt_raw (M)]
+  2. causal depthwise conv (d_conv) + SiLU over [x, B, C]
+  3. r_t = u_t - mean(u_1..u_t), the prefix mean including t (also in `step`: the authors'
+     decode path divides the sum of the previous tokens by t - 1, a bug not reproduced here)
+  4. [s_t, b_t] = h_proj([r_t || dt_raw_t]), Linear(D + M -> E + Q, no bias)
+  5. slot ids = [top-Q(s_t), E .. M-1]; top-k passes no gradient, so s_t learns only through
+     L_balance
+  6. Δ_j = softplus(dt_raw[id_j] + dt_bias + γ_j b_t,j) for expert slots, without γ b for
+     shared ones; dt_bias is ONE learnable scalar
+  7. SSD over the H slots with A_log, D per slot (kernels/ssd)
+  8. out_proj(RMSNorm(y * silu(z)))
+  9. aux losses, unweighted (the LM applies λ1, λ2): "balance" = Var(s)/(mean(s)^2 + 1e-10) over
+     all score entries (unbiased variance, as torch.var in the authors' code); "diversity" =
+     mean over (batch, time, i, j) of (<ŷ_i, ŷ_j> - δ_ij)^2, ŷ the L2-normalised per-slot outputs
+     after the gated norm.
+
+Degenerate configs:
+  * S = 0 (hades_expert_only): all H slots routed from E = M candidates.
+  * S = H (hades_shared_only): Q = 0, nothing is routed, so there is no router: h_proj is None
+    and "balance" is a constant 0. (The authors' code still builds h_proj with E score outputs
+    there; top-0 ignores them and they only train against their own balance loss, so the model
+    function is the same; ours has (D + M) E fewer parameters per layer.) in_proj keeps its M
+    dt_raw outputs so the layout matches the routed variants; the first E go unused. With γ = 0
+    this variant is exactly a Mamba2 mixer of H heads (tests/test_ssm_mixers.py).
+
+Analysis hooks (nn.Identity, fed in `forward`; read them with register_forward_hook):
+hook_slot_outputs (B, T, H, P) after the gated norm, hook_delta (B, T, H), hook_delta_no_bias
+(B, T, H), hook_routing (B, T, H) int64 filter ids. `mixer.spectral_bias = False` drops γ b
+(Figure 2c).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from hades.config import ModelConfig
+from kernels.ssd import ssd_chunked, ssd_scan, ssd_step
+
+from ..layers import GatedRMSNorm, ShortConv
+from .base import Mixer, MixerOutput, State
+from .mamba import sample_dt_bias
+from .mamba2 import sample_A_log
+
+BALANCE_EPS = 1e-10
+
+
+def balance_loss(scores: Tensor) -> Tensor:
+    """Squared coefficient of variation of all router scores: Var(s) / (mean(s)^2 + eps)."""
+    s = scores.float()
+    if s.numel() < 2:
+        return s.new_zeros(())
+    return s.var() / (s.mean() ** 2 + BALANCE_EPS)
+
+
+def diversity_loss(slot_outputs: Tensor) -> Tensor:
+    """slot_outputs: (..., H, P) -> mean of (<ŷ_i, ŷ_j> - δ_ij)^2 over all leading dims and i, j."""
+    y = F.normalize(slot_outputs.float(), p=2, dim=-1)
+    gram = y @ y.transpose(-1, -2)  # (..., H, H)
+    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    return (gram - eye).pow(2).mean()
+
+
+class HadesMixer(Mixer):
+    """HADES mixer. u: (batch, seqlen, d_model) -> (batch, seqlen, d_model).
+
+    Decode state: {"conv": (batch, H P + 2 G N, d_conv - 1), "ssm": (batch, H, P, N),
+                   "u_sum": (batch, D) fp32 sum of the inputs so far, "n_tokens": (batch,) int64}.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        self.n_filters = M = cfg.n_filters
+        self.n_active = H = cfg.n_active
+        self.n_shared = S = cfg.n_shared
+        self.n_experts = Q = cfg.n_experts
+        self.n_candidates = E = cfg.n_candidates
+        self.head_dim = P = cfg.head_dim
+        self.d_state = N = cfg.d_state
+        self.n_groups = G = cfg.n_groups
+        assert 0 <= S <= H <= M and Q <= E, f"need 0 <= S <= H <= M and Q <= E; got S={S} H={H} M={M} Q={Q} E={E}"
+        assert H % G == 0, f"n_groups G={G} must divide n_active H={H}"
+        self.d_ssm = H * P  # the SSM width: H slots, not M filters (the parameter saving)
+
+        self.in_proj = nn.Linear(cfg.d_model, 2 * self.d_ssm + 2 * G * N + M, bias=False)
+        self.conv = ShortConv(self.d_ssm + 2 * G * N, cfg.d_conv, activation=True, bias=True)
+        self.h_proj = nn.Linear(cfg.d_model + M, E + Q, bias=False) if Q > 0 else None
+        self.dt_bias = nn.Parameter(torch.empty(1))
+        self.gamma = nn.Parameter(torch.empty(H))
+        self.A_log = nn.Parameter(torch.empty(H))
+        self.D = nn.Parameter(torch.empty(H))
+        self.norm = GatedRMSNorm(self.d_ssm, cfg.norm_eps, group_size=self.d_ssm // G)
+        self.out_proj = nn.Linear(self.d_ssm, cfg.d_model, bias=False)
+        self.register_buffer("shared_ids", torch.arange(E, M), persistent=False)
+
+        self.hook_slot_outputs = nn.Identity()
+        self.hook_delta = nn.Identity()
+        self.hook_delta_no_bias = nn.Identity()
+        self.hook_routing = nn.Identity()
+        self.spectral_bias = True
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        self.conv.conv.reset_parameters()  # PyTorch's default conv init, as the authors keep it
+        self.dt_bias.copy_(sample_dt_bias((1,), self.cfg, self.dt_bias.device))
+        self.gamma.fill_(self.cfg.gamma_init)
+        self.A_log.copy_(sample_A_log(self.n_active, self.A_log.device))
+        self.D.fill_(1.0)
+        self.norm.weight.fill_(1.0)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"A_log", "D", "dt_bias", "gamma"}
+
+    # -- steps 1, 2: projections ---------------------------------------------------------------
+    def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., in_proj width) -> z (..., H P), xBC (..., H P + 2 G N), dt_raw (..., M)."""
+        conv_dim = self.d_ssm + 2 * self.n_groups * self.d_state
+        return torch.split(zxbcdt, [self.d_ssm, conv_dim, self.n_filters], dim=-1)
+
+    def _ssm_inputs(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., H P + 2 G N) -> x (..., H, P), B, C (..., G, N)."""
+        gn = self.n_groups * self.d_state
+        x, B, C = torch.split(xBC, [self.d_ssm, gn, gn], dim=-1)
+        x = rearrange(x, "... (h p) -> ... h p", p=self.head_dim)
+        B = rearrange(B, "... (g n) -> ... g n", g=self.n_groups)
+        C = rearrange(C, "... (g n) -> ... g n", g=self.n_groups)
+        return x, B, C
+
+    # -- steps 4-6: router and Δ ------------------------------------------------------------------
+    def _route(self, r: Tensor, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """r: (..., D) spectral residual, dt_raw: (..., M) ->
+        delta (..., H) fp32, delta_no_bias (..., H) fp32 (Δ without γ b), ids (..., H) int64
+        (slot order: Q experts, then S shared), scores (..., E) or None when Q = 0."""
+        Q, S = self.n_experts, self.n_shared
+        shared = self.shared_ids.expand(*dt_raw.shape[:-1], S)
+        scores, bias = None, None
+        if Q > 0:
+            router_in = torch.cat([r.to(dt_raw.dtype), dt_raw], dim=-1)
+            scores, bias = torch.split(self.h_proj(router_in), [self.n_candidates, Q], dim=-1)
+            experts = torch.topk(scores, Q, dim=-1).indices  # indices: no gradient flows
+            ids = torch.cat([experts, shared], dim=-1)
+        else:
+            ids = shared
+        # dt_bias and softplus in fp32: under bf16 autocast small time steps would be quantised.
+        base = torch.gather(dt_raw.float(), -1, ids) + self.dt_bias.float()
+        delta_no_bias = F.softplus(base)
+        if Q > 0 and self.spectral_bias:
+            # γ b shifts only the expert slots (the first Q); shared slots get no bias.
+            base = base + F.pad(self.gamma[:Q].float() * bias.float(), (0, S))
+            delta = F.softplus(base)
+        else:
+            delta = delta_no_bias
+        return delta, delta_no_bias, ids, scores
+
+    # -- parallel forward --------------------------------------------------------------------------
+    def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
+        b, t, _ = u.shape
+        z, xBC, dt_raw = self._split(self.in_proj(u))  # step 1
+        xBC, conv_state = self.conv(xBC, return_state=return_state)  # step 2
+        x, B, C = self._ssm_inputs(xBC)
+
+        # step 3: prefix mean including t, in fp32 (the same sums `step` accumulates).
+        u_cum = torch.cumsum(u.float(), dim=1)
+        count = torch.arange(1, t + 1, device=u.device, dtype=torch.float32)
+        r = u.float() - u_cum / count[:, None]
+
+        delta, delta_no_bias, ids, scores = self._route(r, dt_raw)  # steps 4-6
+        delta = self.hook_delta(delta)
+        self.hook_delta_no_bias(delta_no_bias)
+        self.hook_routing(ids)
+
+        A = -torch.exp(self.A_log.float())  # step 7
+        scan = ssd_scan if self.use_fast_path(x) else ssd_chunked
+        y, ssm_state = scan(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
+
+        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z)  # step 8
+        slots = self.hook_slot_outputs(rearrange(y, "b t (h p) -> b t h p", p=self.head_dim))
+        out = self.out_proj(rearrange(slots, "b t h p -> b t (h p)"))
+
+        aux = {  # step 9, unweighted
+            "balance": balance_loss(scores) if scores is not None else u.new_zeros((), dtype=torch.float32),
+            "diversity": diversity_loss(slots),
+        }
+        state = None
+        if return_state:
+            state = {
+                "conv": conv_state,
+                "ssm": ssm_state,
+                "u_sum": u_cum[:, -1] if t > 0 else u.new_zeros(b, u.shape[-1], dtype=torch.float32),
+                "n_tokens": torch.full((b,), t, device=u.device, dtype=torch.int64),
+            }
+        return MixerOutput(out, aux, state)
+
+    # -- recurrent decoding --------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        ssm_dtype = torch.promote_types(dtype, torch.float32)  # the scan runs in >= fp32
+        conv_dim = self.d_ssm + 2 * self.n_groups * self.d_state
+        return {
+            "conv": self.conv.init_state(batch_size, conv_dim, device, dtype),
+            "ssm": torch.zeros(
+                batch_size, self.n_active, self.head_dim, self.d_state, device=device, dtype=ssm_dtype
+            ),
+            "u_sum": torch.zeros(batch_size, self.cfg.d_model, device=device, dtype=torch.float32),
+            "n_tokens": torch.zeros(batch_size, device=device, dtype=torch.int64),
+        }
+
+    def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
+        z, xBC, dt_raw = self._split(self.in_proj(u))
+        xBC, conv_state = self.conv.step(xBC, state["conv"])
+        x, B, C = self._ssm_inputs(xBC)
+        # the running mean INCLUDES the current token, exactly as in forward
+        u_sum = state["u_sum"] + u.float()
+        n_tokens = state["n_tokens"] + 1
+        r = u.float() - u_sum / n_tokens[:, None].float()
+        delta, _, _, _ = self._route(r, dt_raw)
+        A = -torch.exp(self.A_log.float())
+        y, ssm_state = ssd_step(state["ssm"], x, delta, A, B, C, self.D.float())
+        y = self.norm(rearrange(y, "b h p -> b (h p)"), z)
+        new_state = {"conv": conv_state, "ssm": ssm_state, "u_sum": u_sum, "n_tokens": n_tokens}
+        return self.out_proj(y), new_state
