@@ -32,16 +32,16 @@ def tokenizer_vocab(cfg: Config) -> tuple[int, str]:
     if kind == "train_bpe":
         if "vocab_size" not in tok:
             raise ConfigError(f"{cfg.source}: tokenizer.vocab_size: required for kind train_bpe")
-        return int(tok["vocab_size"]), "tokenizer.vocab_size"
+        return int(tok["vocab_size"]), "`tokenizer.vocab_size`"
     if kind == "file" and tok.get("path"):
         path = Path(tok["path"])
         file = path / "tokenizer.json" if path.is_dir() else path
         if file.is_file():
             from tokenizers import Tokenizer
 
-            return Tokenizer.from_file(str(file)).get_vocab_size(with_added_tokens=True), str(file)
-        return FALLBACK_VOCAB[kind], f"{file} not found: GPT-NeoX-20B size"
-    return FALLBACK_VOCAB[kind], f"tokenizer kind {kind!r}: GPT-NeoX-20B size"
+            return Tokenizer.from_file(str(file)).get_vocab_size(with_added_tokens=True), f"`{file}`"
+        return FALLBACK_VOCAB[kind], f"`{file}` absent here: the GPT-NeoX-20B size"
+    return FALLBACK_VOCAB[kind], f"tokenizer kind {kind!r}, counted offline: the GPT-NeoX-20B size"
 
 
 def count_params(cfg: Config, grid_ids: list[str] | None = None) -> dict[str, dict]:
@@ -75,13 +75,14 @@ def count_params_table(config_path: str | Path, as_json: bool = False) -> str:
     rows = count_params(cfg)
     if as_json:
         return json.dumps({gid: r["params"] for gid, r in rows.items()}, indent=2)
-    _, vocab_source = tokenizer_vocab(cfg)
+    vocab, vocab_source = tokenizer_vocab(cfg)
     ref = rows.get("mamba2", {}).get("params")
+    pad = next(iter(cfg.experiments.values())).model.pad_vocab_multiple
     lines = [
         f"## `{config_path}` ({cfg.name})",
         "",
-        f"Vocabulary from {vocab_source}; padded to a multiple of `pad_vocab_multiple`; tied "
-        f"embeddings counted once. Regenerate with `hades params {config_path}`.",
+        f"Vocabulary {vocab:,} ({vocab_source}), padded to a multiple of {pad}; tied embeddings "
+        f"counted once. Regenerate with `hades params {config_path}`.",
         "",
         "| grid id | arch | layers | width | params | ratio to mamba2 |",
         "|---|---|---:|---:|---:|---:|",

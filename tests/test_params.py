@@ -73,7 +73,7 @@ def test_vocab_resolution(tmp_path):
         present = copy.deepcopy(raw)
         present["tokenizer"]["path"] = str(SHARED_NEOX)
         vocab, source = tokenizer_vocab(load_config(present))
-        assert (vocab, source) == (GPT_NEOX_20B_VOCAB, str(SHARED_NEOX))
+        assert vocab == GPT_NEOX_20B_VOCAB and str(SHARED_NEOX) in source, (vocab, source)
 
 
 def test_table_and_json_cover_the_grid(capsys):
