@@ -177,9 +177,15 @@ def test_shared_only_model_has_no_delta_statistics(monkeypatch, tmp_path):
     assert set(spectrum.analyze(model, random_docs(n=1))["groups"]) == {"shared"}
 
 
-def test_delta_histogram_spans_zero():
+def test_delta_histogram_spans_zero_with_zero_on_an_edge():
     h = delta.histogram(np.array([0.5, 1.0, 2.0]), bins=4)
     assert h["edges"][0] == 0.0 and h["edges"][-1] == 2.0 and sum(h["counts"]) == 3
+    v = np.array([-0.21, -0.004, 0.003, 0.05, 0.1])
+    h = delta.histogram(v, bins=7)
+    edges, counts = np.asarray(h["edges"]), np.asarray(h["counts"])
+    assert np.isclose(edges, 0.0).any() and sum(counts) == len(v)
+    centers = (edges[:-1] + edges[1:]) / 2
+    assert counts[centers > 0].sum() == 3 and counts[centers < 0].sum() == 2
 
 
 # -- figure writers --------------------------------------------------------------------------------

@@ -65,11 +65,13 @@ def delta_differences(model: nn.Module, docs: Sequence[Sequence[int]]) -> tuple[
 
 
 def histogram(values: np.ndarray, bins: int = N_BINS) -> dict[str, list[float]]:
-    """Counts over `bins` equal bins spanning the values and 0 (so the sign boundary is shown)."""
+    """Counts over about `bins` equal bins spanning the values, with 0 on a bin edge so that
+    every bin holds values of one sign only."""
     lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
-    if hi == lo:
-        hi = lo + 1e-12
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    width = (hi - lo) / bins or 1e-12
+    n_neg, n_pos = int(np.ceil(-lo / width)), int(np.ceil(hi / width))
+    edges = width * np.arange(-n_neg, n_pos + 1)
+    counts, edges = np.histogram(values, bins=edges)
     return {"edges": edges.tolist(), "counts": counts.astype(int).tolist()}
 
 

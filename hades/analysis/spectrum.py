@@ -238,9 +238,15 @@ def summary_line(result: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _db(magnitude) -> np.ndarray:
+    """20·log10 |X| of the bins f > 0."""
+    return 20 * np.log10(np.maximum(np.asarray(magnitude)[1:], 1e-12))
+
+
 def plot(result: Mapping[str, Any], title: str | None = None):
     """Figure 2 from an `analyze` result: one panel per group, a thin line per slot, the group
-    mean thick; log-scale magnitude, shared y axis across panels."""
+    mean thick; magnitude in dB (20·log10 of the unit-power-normalised magnitude), shared y axis
+    across panels."""
     freqs = np.asarray(result["freqs"])
     keys = [k for k in ("shared", "expert", "expert_no_bias") if k in result["groups"]]
     with style.style():
@@ -251,16 +257,15 @@ def plot(result: Mapping[str, Any], title: str | None = None):
             g = result["groups"][key]
             color = style.GROUP_COLORS[key]
             for mag in g["magnitude"]:
-                ax.plot(freqs[1:], np.asarray(mag)[1:], color=color, alpha=0.35, linewidth=0.9)
+                ax.plot(freqs[1:], _db(mag), color=color, alpha=0.35, linewidth=0.9)
             ax.plot(
                 freqs[1:],
-                np.asarray(g["mean_magnitude"])[1:],
+                _db(g["mean_magnitude"]),
                 color=color,
                 linewidth=2.2,
                 label="mean",
             )
             ax.axvline(HF_CUTOFF, color="#999999", linewidth=0.8, linestyle=":")
-            ax.set_yscale("log")
             ax.set_xlim(0, 0.5)
             ax.set_title(style.GROUP_TITLES[key])
             ax.set_xlabel("frequency (cycles / token)")
@@ -268,7 +273,7 @@ def plot(result: Mapping[str, Any], title: str | None = None):
                 ax,
                 f"{len(g['slots'])} slots\ncentroid {g['centroid']:.3f}\nHF ratio {g['hf_ratio']:.2f}",
             )
-        axes[0][0].set_ylabel("normalised magnitude")
+        axes[0][0].set_ylabel("magnitude (dB, normalised)")
         text = result.get("text", {})
         fig.suptitle(
             (title or "Filter spectra")
