@@ -14,7 +14,7 @@ import triton.language as tl
 
 
 @triton.jit
-def _pre(x_ptr, w, bias, b, t, offs_c, cmask, T, s_b, s_t, s_c, K: tl.constexpr, w_ptr, CH, HAS_BIAS: tl.constexpr):
+def _pre(x_ptr, w_ptr, bias_ptr, b, t, offs_c, cmask, T, s_b, s_t, s_c, K: tl.constexpr, HAS_BIAS: tl.constexpr):
     """bias + sum_k w[c, k] x[t - (K-1) + k] for the rows t (fp32, (BLOCK_T, BLOCK_C))."""
     acc = tl.zeros((t.shape[0], offs_c.shape[0]), dtype=tl.float32)
     for k in tl.static_range(K):
@@ -25,7 +25,7 @@ def _pre(x_ptr, w, bias, b, t, offs_c, cmask, T, s_b, s_t, s_c, K: tl.constexpr,
         wk = tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32)
         acc += wk[None, :] * xk
     if HAS_BIAS:
-        acc += bias[None, :]
+        acc += tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)[None, :]
     return acc
 
 
@@ -43,9 +43,11 @@ def conv_fwd_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(2)
     cmask = offs_c < CH
-    bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32) if HAS_BIAS else None
-    pre = _pre(x_ptr, None, bias, b, t, offs_c, cmask, T, s_x_b, s_x_t, s_x_c, K, w_ptr, CH, HAS_BIAS)
-    y = pre * tl.sigmoid(pre) if ACT else pre
+    pre = _pre(x_ptr, w_ptr, bias_ptr, b, t, offs_c, cmask, T, s_x_b, s_x_t, s_x_c, K, HAS_BIAS)
+    if ACT:
+        y = pre * tl.sigmoid(pre)
+    else:
+        y = pre
     tl.store(y_ptr + b * s_y_b + t[:, None] * s_y_t + offs_c[None, :] * s_y_c, y.to(y_ptr.dtype.element_ty),
              mask=(t < T)[:, None] & cmask[None, :])
 
@@ -68,13 +70,12 @@ def conv_bwd_kernel(
     b = tl.program_id(2)
     cmask = offs_c < CH
     part = b * tl.num_programs(0) + pid_t
-    bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for j in tl.static_range(K):
         # dpre at rows t + j reaches dx[t] through the tap K-1-j
         tj = t + j
         mj = (tj < T)[:, None] & cmask[None, :]
-        pre = _pre(x_ptr, None, bias, b, tj, offs_c, cmask, T, s_x_b, s_x_t, s_x_c, K, w_ptr, CH, HAS_BIAS)
+        pre = _pre(x_ptr, w_ptr, bias_ptr, b, tj, offs_c, cmask, T, s_x_b, s_x_t, s_x_c, K, HAS_BIAS)
         dy = tl.load(dy_ptr + b * s_dy_b + tj[:, None] * s_dy_t + offs_c[None, :] * s_dy_c, mask=mj, other=0.0).to(tl.float32)
         if ACT:
             sg = tl.sigmoid(pre)

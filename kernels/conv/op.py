@@ -21,13 +21,25 @@ CONFIG = {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4}
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# Tests set this to fill every output buffer with NaN before the kernels write it, so a tile
+# that a kernel fails to write shows up as NaN instead of stale memory.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
+
+
 class CausalConv1d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
         b, t, ch = x.shape
         k = weight.shape[-1]
         w = weight.reshape(ch, k).contiguous()
-        y = torch.empty(b, t, ch, device=x.device, dtype=x.dtype)
+        y = _empty(b, t, ch, like=x)
         bt, bc = CONFIG["BLOCK_T"], min(CONFIG["BLOCK_C"], triton.next_power_of_2(ch))
         conv_fwd_kernel[(triton.cdiv(t, bt), triton.cdiv(ch, bc), b)](
             x, w, bias if bias is not None else w, y, t, ch, *x.stride(), *y.stride(),
@@ -46,9 +58,9 @@ class CausalConv1d(torch.autograd.Function):
         k = w.shape[-1]
         bt, bc = CONFIG["BLOCK_T"], min(CONFIG["BLOCK_C"], triton.next_power_of_2(ch))
         nt = triton.cdiv(t, bt)
-        dx = torch.empty(b, t, ch, device=x.device, dtype=x.dtype)
-        dw_part = torch.empty(b * nt, ch, k, device=x.device, dtype=torch.float32)
-        db_part = torch.empty(b * nt, ch, device=x.device, dtype=torch.float32) if bias is not None else dw_part
+        dx = _empty(b, t, ch, like=x)
+        dw_part = _empty(b * nt, ch, k, like=x, dtype=torch.float32)
+        db_part = _empty(b * nt, ch, like=x, dtype=torch.float32) if bias is not None else dw_part
         conv_bwd_kernel[(nt, triton.cdiv(ch, bc), b)](
             x, w, bias if bias is not None else w, dy, dx, dw_part, db_part, t, ch,
             *x.stride(), *dy.stride(), *dx.stride(),

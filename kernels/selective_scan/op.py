@@ -31,6 +31,18 @@ CONFIG = {
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
 
 
+# Tests set this to fill every output buffer with NaN before the kernels write it, so a tile
+# that a kernel fails to write shows up as NaN instead of stale memory.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
+
+
 def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
@@ -40,9 +52,9 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
     n = A2.shape[1]
     cfg = CONFIG["fwd"]
     ntiles = triton.cdiv(t, block_t)
-    y = torch.empty(u.shape, device=u.device, dtype=u.dtype)
-    final = u.new_empty(b, ch, n, dtype=torch.float32)
-    states = u.new_empty(b, ntiles, ch, n, dtype=torch.float32) if store_states else None
+    y = _empty(*u.shape, like=u)
+    final = _empty(b, ch, n, like=u, dtype=torch.float32)
+    states = _empty(b, ntiles, ch, n, like=u, dtype=torch.float32) if store_states else None
     block_c = min(cfg["BLOCK_C"], _pow2(ch))
     selective_scan_fwd_kernel[(triton.cdiv(ch, block_c), b)](
         u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
@@ -85,14 +97,14 @@ class SelectiveScan(torch.autograd.Function):
         ncb = triton.cdiv(ch, block_c)
         dy = dy if dy is not None else torch.zeros_like(u)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
-        du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
-        ddelta = torch.empty(delta.shape, device=delta.device, dtype=delta.dtype)
-        dB_part = u.new_empty(ncb, b, t, n, dtype=torch.float32)
-        dC_part = torch.empty_like(dB_part)
-        dA_part = u.new_empty(b, ch, n, dtype=torch.float32)
-        dD_part = u.new_empty(b, ch, dtype=torch.float32) if D32 is not None else dA_part
+        du = _empty(*u.shape, like=u)
+        ddelta = _empty(*delta.shape, like=delta)
+        dB_part = _empty(ncb, b, t, n, like=u, dtype=torch.float32)
+        dC_part = _empty(ncb, b, t, n, like=u, dtype=torch.float32)
+        dA_part = _empty(b, ch, n, like=u, dtype=torch.float32)
+        dD_part = _empty(b, ch, like=u, dtype=torch.float32) if D32 is not None else dA_part
         need_dinit = init_dtype is not None
-        dinit = u.new_empty(b, ch, n, dtype=torch.float32) if need_dinit else dA_part
+        dinit = _empty(b, ch, n, like=u, dtype=torch.float32) if need_dinit else dA_part
         selective_scan_bwd_kernel[(ncb, b)](
             u, delta, A2, B, C, D32 if D32 is not None else A2, states, dy,
             dfinal if dfinal is not None else dA_part,

@@ -5,7 +5,8 @@
 
 Shapes and semantics: `kernels/ssd/reference.py`. The Triton path lives in `kernels/ssd/op.py`;
 it is imported lazily, so this package works (and the references stay importable) on machines
-without Triton or without that module.
+without Triton or without that module. `ssd_scan_routed` (routing.py) is the variant that forms
+HADES's routed Δ = softplus(dt_raw[ids] + bias + dt_bias) inside the kernel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .reference import segsum, ssd_chunked, ssd_loop, ssd_step
+from .routing import routed_dt, ssd_scan_routed
 
 
 def _triton_op():
@@ -43,4 +45,4 @@ def ssd_scan(
     return ssd_chunked(x, dt, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size)
 
 
-__all__ = ["segsum", "ssd_chunked", "ssd_loop", "ssd_scan", "ssd_step"]
+__all__ = ["routed_dt", "segsum", "ssd_chunked", "ssd_loop", "ssd_scan", "ssd_scan_routed", "ssd_step"]

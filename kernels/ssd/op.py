@@ -33,14 +33,26 @@ from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_fwd_kernel
 # BLOCK_P splits the head dimension of the sequential kernels across programs (more parallelism,
 # the C.B product recomputed per block).
 CONFIG = {
-    "fwd": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    "states": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
-    "dstate": {"BLOCK_P": 64, "num_warps": 4, "num_stages": 2},
+    "fwd": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
+    "states": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
+    "dstate": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
     "chunk": {"num_warps": 8, "num_stages": 1},
 }
 
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
+
+
+# Tests set this to fill every output buffer with NaN before the kernels write it, so a tile
+# that a kernel fails to write shows up as NaN instead of stale memory.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
 
 
 def _pow2(n: int) -> int:
@@ -86,9 +98,9 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
-    y = torch.empty(x.shape, device=x.device, dtype=x.dtype) if compute_y else None
-    final = x.new_empty(b, h, p, n, dtype=torch.float32)
-    states = x.new_empty(b, nchunks, h, p, n, dtype=torch.float32) if store_states else None
+    y = _empty(*x.shape, like=x) if compute_y else None
+    final = _empty(b, h, p, n, like=x, dtype=torch.float32)
+    states = _empty(b, nchunks, h, p, n, like=x, dtype=torch.float32) if store_states else None
     cfg = CONFIG["fwd" if compute_y else "states"]
     block_p = min(cfg["BLOCK_P"], _pow2(p))
     (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
@@ -117,8 +129,8 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
     flags = src.flags()
     dy = dy if dy is not None else torch.zeros_like(x)
 
-    dstates = torch.empty_like(states)
-    dinit = x.new_empty(b, h, p, n, dtype=torch.float32) if need_dinit else None
+    dstates = _empty(*states.shape, like=states)
+    dinit = _empty(b, h, p, n, like=x, dtype=torch.float32) if need_dinit else None
     cfg = CONFIG["dstate"]
     block_p = min(cfg["BLOCK_P"], _pow2(p))
     ssd_bwd_dstate_kernel[(triton.cdiv(p, block_p), b * h)](
@@ -131,12 +143,12 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
 
-    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    dpre = x.new_empty(b, t, h, dtype=torch.float32)
+    dx = _empty(*x.shape, like=x)
+    dpre = _empty(b, t, h, like=x, dtype=torch.float32)
     dB = torch.zeros(b, t, g, n, device=x.device, dtype=torch.float32)
     dC = torch.zeros_like(dB)
-    dA_part = x.new_empty(h, b * nchunks, dtype=torch.float32)
-    dD_part = x.new_empty(h, b * nchunks, dtype=torch.float32) if D is not None else dA_part
+    dA_part = _empty(h, b * nchunks, like=x, dtype=torch.float32)
+    dD_part = _empty(h, b * nchunks, like=x, dtype=torch.float32) if D is not None else dA_part
     cfg = CONFIG["chunk"]
     ssd_bwd_chunk_kernel[(b * nchunks, h)](
         x, dt_t, ids_t, bias_t, dtb_t, A, B, C, D if D is not None else A,

@@ -1,0 +1,100 @@
+"""Shared helpers of the GPU benchmarks: timing, floors, environment, tables.
+
+Timing: `triton.testing.do_bench` (CUDA events), median of the repeats, warm-up excluded.
+Floors: the measured ceilings of the lent H100 (../shared/DESIGN.md): bf16 matrix products
+724 TFLOP/s, device-to-device copy 3.0 TB/s (bytes read + written); the special-function
+unit (exp2) 16 results / clock / SM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+
+import torch
+
+PEAK_BF16_FLOPS = 724e12
+PEAK_BYTES = 3.0e12
+MUFU_PER_CLK_SM = 16
+
+
+def bench(fn, warmup_ms: float = 25, rep_ms: float = 200, grad_to_none=None) -> float:
+    """Median milliseconds of fn() (CUDA events), warm-up excluded."""
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, grad_to_none=grad_to_none, return_mode="median")
+
+
+def bench_slow(fn, repeats: int = 3) -> float:
+    """Median ms of a slow fn (seconds per call): one warm-up, then `repeats` timed calls."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def mufu_rate() -> float:
+    """exp2 results per second of the whole device at its maximum SM clock."""
+    props = torch.cuda.get_device_properties(0)
+    clock_hz = _max_sm_clock_mhz() * 1e6
+    return props.multi_processor_count * MUFU_PER_CLK_SM * clock_hz
+
+
+def _max_sm_clock_mhz() -> float:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.max.sm", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        return float(out)
+    except Exception:
+        return 1980.0  # H100 SXM
+
+
+def environment() -> dict:
+    import triton
+
+    env = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(sms=p.multi_processor_count, mem_gib=round(p.total_memory / 2**30, 1), max_sm_clock_mhz=_max_sm_clock_mhz())
+    try:
+        import fla
+
+        env["fla"] = fla.__version__
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        env["fla"] = f"unavailable ({type(e).__name__})"
+    return env
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    """A Markdown table of the given columns."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save(name: str, payload: dict) -> None:
+    """Write payload as JSON to $OUT/<name>.json (or results/benchmarks/ when $OUT is unset)."""
+    out = os.environ.get("OUT") or os.path.join("results", "benchmarks")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(payload, f, indent=1, default=str)

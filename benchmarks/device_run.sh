@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One call of the device tool: environment, GPU tests, benchmarks, in the stages named.
+#   bash benchmarks/device_run.sh env tests ssd ss conv parity train passkey
+# Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/cache.tgz
+# (Triton's compile cache from the last call). Writes under $OUT: log.txt (tee'd by the caller),
+# json.tgz (every stage's JSON), triton_cache.tgz (for the next call).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+OUT=${OUT:-results/benchmarks}
+mkdir -p "$OUT/json"
+export PYTHONPATH="$PWD"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PWD:/tmp/site"
+fi
+export TRITON_CACHE_DIR=/tmp/triton_cache
+mkdir -p "$TRITON_CACHE_DIR"
+[ -f .triton/cache.tgz ] && tar xzf .triton/cache.tgz -C "$TRITON_CACHE_DIR"
+JSON_OUT="$OUT/json"
+status=()
+run() {  # run NAME TIMEOUT_S CMD...
+  local name=$1 limit=$2; shift 2
+  printf '\n=== %s (limit %ss, %s) ===\n' "$name" "$limit" "$(date -u +%H:%M:%S)"
+  local t0=$SECONDS
+  OUT="$JSON_OUT" timeout "$limit" "$@"
+  local rc=$?
+  status+=("$name rc=$rc $((SECONDS - t0))s")
+}
+for stage in "$@"; do
+  case $stage in
+    env) run env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; python3 -c "
+import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)
+import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", einops.__version__, \"transformers\", transformers.__version__)"' ;;
+    tests) run tests "${TESTS_LIMIT:-300}" env HADES_GPU_TEST_LOG="$JSON_OUT/gpu_test_errors.json" \
+             python3 -m pytest tests/gpu -q -n 8 -p no:cacheprovider -rfE ${TESTS_K:+-k "$TESTS_K"} ;;
+    ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:---sweep} ;;
+    ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:---sweep} ;;
+    conv) run conv 90 python3 -m benchmarks.conv ;;
+    parity) run parity_fla 240 python3 -m benchmarks.parity_fla ;;
+    train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ;;
+    passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 -m benchmarks.passkey_gpu ;;
+    *) echo "unknown stage $stage" ;;
+  esac
+done
+tar czf "$OUT/json.tgz" -C "$JSON_OUT" . && rm -rf "$JSON_OUT"
+tar czf "$OUT/triton_cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null
+size=$(stat -c %s "$OUT/triton_cache.tgz" 2>/dev/null || echo 0)
+[ "$size" -gt 15000000 ] && { echo "triton cache ${size} B: too large to bring back"; rm -f "$OUT/triton_cache.tgz"; }
+printf '\n=== stages ===\n'; printf '%s\n' "${status[@]}"

@@ -1,0 +1,207 @@
+"""Triton kernels vs their plain-torch references on the GPU: outputs, final states and every
+input gradient, fp32 and bf16, odd lengths, NaN-poisoned outputs (conftest), rule in `_tol.py`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.conv.reference import causal_conv1d_ref
+from kernels.selective_scan.reference import selective_scan_chunked, selective_scan_loop
+from kernels.ssd.reference import ssd_chunked, ssd_loop
+from kernels.ssd.routing import routed_dt
+
+from ._tol import check
+
+# Triton's CPU interpreter (TRITON_INTERPRET=1) runs these on the CPU, for debugging the tests
+DEV = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+
+
+def _grads(out, leaves, cot):
+    loss = sum((o.double() * c).sum() for o, c in zip(out, cot))
+    return torch.autograd.grad(loss, leaves, allow_unused=True)
+
+
+def _leaf(t, dtype=None):
+    t = t if dtype is None else t.to(dtype)
+    return t.detach().requires_grad_()
+
+
+# -- SSD ------------------------------------------------------------------------------------
+
+SSD_SHAPES = [  # batch, seqlen, heads, headdim, dstate, groups
+    (2, 63, 4, 64, 128, 1),
+    (1, 200, 8, 64, 64, 2),
+    (2, 1000, 16, 64, 128, 1),
+    (1, 130, 3, 48, 40, 1),
+]
+
+
+def _ssd_inputs(b, t, h, p, n, g, dtype, init, routed, m, seed=0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    inp = {
+        "x": _leaf(r(b, t, h, p), dtype), "B": _leaf(r(b, t, g, n), dtype), "C": _leaf(r(b, t, g, n), dtype),
+        "A": _leaf(-torch.exp(r(h) * 0.5)), "D": _leaf(r(h)),
+    }
+    if routed:
+        inp["dt_raw"] = _leaf(r(b, t, m) - 2.0)
+        inp["slot_ids"] = torch.argsort(torch.rand(b, t, m, device=DEV, generator=gen), dim=-1)[..., :h]
+        inp["slot_bias"] = _leaf(0.3 * r(b, t, h))
+        inp["dt_bias"] = _leaf(0.5 * r(h))
+    else:
+        inp["dt"] = _leaf(F.softplus(r(b, t, h) - 1.0))
+    if init:
+        inp["initial_state"] = _leaf(r(b, h, p, n))
+    return inp
+
+
+def _ssd_call(fn_routed, fn_plain, inp, **kw):
+    if "dt_raw" in inp:
+        return fn_routed(inp["x"], inp["dt_raw"], inp["A"], inp["B"], inp["C"], inp["D"], dt_bias=inp["dt_bias"],
+                         slot_ids=inp["slot_ids"], slot_bias=inp["slot_bias"], initial_state=inp.get("initial_state"), **kw)
+    return fn_plain(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], initial_state=inp.get("initial_state"), **kw)
+
+
+def _ssd_ref(inp, cast):
+    """The plain-torch composition (routed_dt -> ssd_chunked) on inputs cast by `cast`."""
+    c = {k: (cast(v) if torch.is_floating_point(v) else v) for k, v in inp.items()}
+    if "dt_raw" in c:
+        dt = routed_dt(c["dt_raw"], c["slot_ids"], c["slot_bias"], c["dt_bias"])
+    else:
+        dt = c["dt"]
+    return ssd_chunked(c["x"], dt, c["A"], c["B"], c["C"], c["D"], initial_state=c.get("initial_state"))
+
+
+@pytest.mark.parametrize("shape", SSD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mode", ["plain", "plain_init", "routed", "routed_init"])
+def test_ssd_matches_reference(shape, dtype, mode):
+    from kernels.ssd.op import ssd_scan, ssd_scan_routed
+
+    b, t, h, p, n, g = shape
+    routed, init = mode.startswith("routed"), mode.endswith("init")
+    inp = _ssd_inputs(b, t, h, p, n, g, dtype, init, routed, m=h + 5)
+    leaves = [k for k, v in inp.items() if v.requires_grad]
+    y, fin = _ssd_call(ssd_scan_routed, ssd_scan, inp)
+    assert y.dtype == dtype and fin.dtype == torch.float32
+    cot = (torch.randn(y.shape, device=DEV, dtype=torch.float64), torch.randn(fin.shape, device=DEV, dtype=torch.float64))
+    g_ours = _grads((y, fin), [inp[k] for k in leaves], cot)
+    refs = {}  # fp64 oracle, and plain torch on the same low-precision inputs (the 2x rule)
+    for tag, cast in (("ref", lambda v: v.detach().double().requires_grad_()), ("low", lambda v: v.detach().requires_grad_())):
+        c = {k: (cast(v) if torch.is_floating_point(v) else v) for k, v in inp.items()}
+        out = _ssd_ref(c, lambda v: v)
+        refs[tag] = (out, _grads(out, [c[k] for k in leaves], cot))
+    (yr, fr), g_ref = refs["ref"]
+    (yl, fl), g_low = refs["low"]
+    check(f"ssd {mode} {shape} y", y, yr, dtype, yl)
+    check(f"ssd {mode} {shape} final_state", fin, fr, dtype, fl)
+    for k, go, gr, gl in zip(leaves, g_ours, g_ref, g_low):
+        check(f"ssd {mode} {shape} d{k}", go, gr, dtype, gl)
+
+
+def test_ssd_chain_of_trust_loop():
+    """Triton == the token-by-token loop (the ground truth), fp32, odd length."""
+    from kernels.ssd.op import ssd_scan
+
+    inp = _ssd_inputs(1, 77, 2, 32, 16, 1, torch.float32, True, False, 0, seed=3)
+    y, fin = ssd_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], inp["initial_state"], chunk_size=32)
+    c = {k: v.detach().double() for k, v in inp.items()}
+    yr, fr = ssd_loop(c["x"], c["dt"], c["A"], c["B"], c["C"], c["D"], c["initial_state"])
+    check("ssd loop y", y, yr, torch.float32)
+    check("ssd loop final_state", fin, fr, torch.float32)
+
+
+def test_ssd_public_entry_uses_triton():
+    import kernels.ssd as ssd
+
+    assert ssd._triton_op() is not None, "kernels.ssd.op must import on a CUDA machine with Triton"
+
+
+# -- selective scan -------------------------------------------------------------------------
+
+SS_SHAPES = [(2, 63, 64, 16), (1, 300, 96, 8), (2, 1000, 256, 16), (1, 40, 50, 5)]  # batch, seqlen, channels, dstate
+
+
+@pytest.mark.parametrize("shape", SS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mode", ["plain", "init_noncontig", "noD"])
+def test_selective_scan_matches_reference(shape, dtype, mode):
+    from kernels.selective_scan.op import selective_scan
+
+    b, t, c, n = shape
+    gen = torch.Generator(device=DEV).manual_seed(1)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    if mode == "init_noncontig":  # u as a slice of a wider projection, as in the mixer
+        u = _leaf(r(b, t, 2 * c).to(dtype)[..., c:])
+    else:
+        u = _leaf(r(b, t, c), dtype)
+    inp = {
+        "u": u, "delta": _leaf(F.softplus(r(b, t, c) - 1.0), dtype),
+        "A": _leaf(-torch.exp(r(c, n) * 0.5)), "B": _leaf(r(b, t, n), dtype), "C": _leaf(r(b, t, n), dtype),
+    }
+    if mode != "noD":
+        inp["D"] = _leaf(r(c))
+    if mode == "init_noncontig":
+        inp["initial_state"] = _leaf(r(b, c, n))
+    names = list(inp)
+
+    def call(fn, d):
+        return fn(d["u"], d["delta"], d["A"], d["B"], d["C"], d.get("D"), initial_state=d.get("initial_state"))
+
+    y, fin = call(selective_scan, inp)
+    cot = None
+    res = {}
+    for tag, cast in (("ref", lambda v: v.detach().double().requires_grad_()), ("low", lambda v: v.detach().requires_grad_())):
+        d = {k: cast(v) for k, v in inp.items()}
+        out = call(selective_scan_chunked, d)
+        cot = cot or (torch.randn_like(out[0].double()), torch.randn_like(out[1].double()))
+        res[tag] = (out, _grads(out, [d[k] for k in names], cot))
+    g_ours = _grads((y, fin), [inp[k] for k in names], cot)
+    (yr, fr), g_ref = res["ref"]
+    (yl, fl), g_low = res["low"]
+    check(f"ss {mode} {shape} y", y, yr, dtype, yl)
+    check(f"ss {mode} {shape} final_state", fin, fr, dtype, fl)
+    for k, go, gr, gl in zip(names, g_ours, g_ref, g_low):
+        check(f"ss {mode} {shape} d{k}", go, gr, dtype, gl)
+
+
+def test_selective_scan_chain_of_trust_loop():
+    from kernels.selective_scan.op import selective_scan
+
+    gen = torch.Generator(device=DEV).manual_seed(2)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    u, dl, A, B, C, D, s0 = r(1, 45, 32), F.softplus(r(1, 45, 32)), -torch.exp(r(32, 16)), r(1, 45, 16), r(1, 45, 16), r(32), r(1, 32, 16)
+    y, fin = selective_scan(u, dl, A, B, C, D, initial_state=s0)
+    yr, fr = selective_scan_loop(*(v.double() for v in (u, dl, A, B, C, D, s0)))
+    check("ss loop y", y, yr, torch.float32)
+    check("ss loop final_state", fin, fr, torch.float32)
+
+
+# -- short conv -----------------------------------------------------------------------------
+
+CONV_CASES = [(2, 63, 96, 4, True, True), (1, 1000, 2304, 4, True, True), (2, 50, 40, 4, False, True), (1, 70, 64, 3, True, False)]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_conv_matches_reference(case, dtype):
+    from kernels.conv.op import causal_conv1d
+
+    b, t, c, k, bias, act = case
+    gen = torch.Generator(device=DEV).manual_seed(4)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    x = _leaf(r(b, t, 2 * c).to(dtype)[..., :c])  # non-contiguous, as a slice of a projection
+    w = _leaf(r(c, k) * 0.5)
+    bi = _leaf(r(c)) if bias else None
+    leaves = [x, w] + ([bi] if bias else [])
+    y = causal_conv1d(x, w, bi, act)
+    cot = torch.randn(y.shape, device=DEV, dtype=torch.float64)
+    ref_leaves = [v.detach().double().requires_grad_() for v in leaves]
+    yr = causal_conv1d_ref(ref_leaves[0], ref_leaves[1], ref_leaves[2] if bias else None, act)
+    check(f"conv {case} y", y, yr, dtype)
+    for name, go, gr in zip(["dx", "dw", "db"], _grads((y,), leaves, (cot,)), _grads((yr,), ref_leaves, (cot,))):
+        check(f"conv {case} {name}", go, gr, dtype)
