@@ -216,7 +216,7 @@ def test_hades_parameter_shapes_follow_the_paper():
     assert torch.all(m.gamma == cfg.gamma_init)
     assert m.h_proj.weight.shape == (E + Q, cfg.d_model + M) and m.h_proj.bias is None
     assert m.out_proj.weight.shape == (cfg.d_model, H * P)
-    assert m.shared_ids.tolist() == list(range(E, M))
+    assert m.shared_ids().tolist() == list(range(E, M))
     assert HadesMixer(small_cfg("hades_expert_only"), 0).h_proj.weight.shape == (M + H, cfg.d_model + M)
 
 

@@ -116,7 +116,6 @@ class HadesMixer(Mixer):
         self.D = nn.Parameter(torch.empty(H))
         self.norm = GatedRMSNorm(self.d_ssm, cfg.norm_eps, group_size=self.d_ssm // G)
         self.out_proj = nn.Linear(self.d_ssm, cfg.d_model, bias=False)
-        self.register_buffer("shared_ids", torch.arange(E, M), persistent=False)
 
         self.hook_slot_outputs = nn.Identity()
         self.hook_delta = nn.Identity()
@@ -136,6 +135,14 @@ class HadesMixer(Mixer):
 
     def no_weight_decay(self) -> set[str]:
         return {"A_log", "D", "dt_bias", "gamma"}
+
+    def shared_ids(self, device=None) -> Tensor:
+        """The fixed filter ids of the S shared slots: E .. M-1, (S,) int64.
+
+        Built on demand rather than kept as a buffer: a non-persistent buffer is not in the
+        checkpoint, and HF's from_pretrained (meta-device init, then load) leaves it uninitialised.
+        """
+        return torch.arange(self.n_candidates, self.n_filters, device=device)
 
     # -- steps 1, 2: projections ---------------------------------------------------------------
     def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -158,7 +165,7 @@ class HadesMixer(Mixer):
         delta (..., H) fp32, delta_no_bias (..., H) fp32 (Δ without γ b), ids (..., H) int64
         (slot order: Q experts, then S shared), scores (..., E) or None when Q = 0."""
         Q, S = self.n_experts, self.n_shared
-        shared = self.shared_ids.expand(*dt_raw.shape[:-1], S)
+        shared = self.shared_ids(dt_raw.device).expand(*dt_raw.shape[:-1], S)
         scores, bias = None, None
         if Q > 0:
             router_in = torch.cat([r.to(dt_raw.dtype), dt_raw], dim=-1)
