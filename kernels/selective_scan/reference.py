@@ -7,15 +7,16 @@ The recurrence, per channel c (diagonal decay per channel AND state index, state
 
 Two forms, both differentiable by autograd:
   * `selective_scan_loop`: one Python step per token, the equation as written (tests, `step`).
-  * `selective_scan_chunked`: the same recurrence in (L + seqlen/L) vectorised steps instead of
-    seqlen: a local scan over the L positions of every chunk at once (each chunk starting from
-    zero), then a pass over the chunks that carries the true state in, weighted by the
-    chunk-local cumulative decay exp(a_1 + ... + a_l). Exact: it only ever multiplies by decays
-    <= 1. (The other parallel form, h_l = exp(cs_l) * cumsum(exp(-cs_s) v_s), needs exp(-cs_s),
-    which overflows fp32 once a chunk's total log-decay passes ~88 -- a few tokens of
-    delta * |A| = 16 -- and the exact quadratic form needs an (L, L, channels, N) tensor per
-    chunk, far too large. S6's decay is per (channel, state), unlike SSD's scalar per head, so
-    SSD's cheap intra-chunk quadratic form does not carry over.)
+  * `selective_scan_chunked`: the same recurrence in 2L + seqlen/L vectorised steps instead of
+    seqlen (L = chunk_size): a scan over the L positions of every chunk at once from a zero
+    state gives each chunk's own end state; a pass over the chunks carries the true state from
+    chunk to chunk; a second scan over the L positions restarts every chunk from its true
+    entering state and reads out y. Exact in any dtype: it only ever multiplies by decays <= 1.
+    (The other parallel form, h_l = exp(cs_l) * cumsum(exp(-cs_s) v_s) with cs the cumulative
+    log-decay, needs exp(-cs_s), which overflows fp32 once a chunk's total log-decay passes ~88
+    -- a few tokens of delta * |A| = 16; the exact quadratic form needs an (L, L, channels, N)
+    tensor per chunk, far too large. S6's decay is per (channel, state), unlike SSD's scalar
+    per head, so SSD's cheap intra-chunk quadratic form does not carry over.)
 
 Shapes (the contract in docs/CONTRACTS.md):
     u, delta: (batch, seqlen, channels), delta after softplus
