@@ -219,6 +219,28 @@ def _log_batch(client, run_id: str, metrics=(), params=(), tags=()) -> None:
         _retry(lambda ps=ps, ts=ts: client.log_batch(run_id, params=ps, tags=ts), "logging params")
 
 
+def _results_tag(cfg: Config) -> str:
+    return str(Path(cfg.results_dir).resolve())
+
+
+def _previous_runs(client, exp_id: str, grid_id: str, results: str, recorded, new_id: str) -> list[str]:
+    """Active runs that a new training run of grid_id replaces: the one the run-id file named,
+    and any other of the same model and results directory (e.g. after the checkpoints
+    directory was deleted by hand), so that the experiment keeps one run per model."""
+    from mlflow.entities import ViewType
+
+    found = _retry(
+        lambda: client.search_runs(
+            [exp_id], filter_string=f"tags.`hades.grid_id` = '{grid_id}'", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
+        ),
+        "searching runs",
+    )
+    ids = {r.info.run_id for r in found if r.data.tags.get("hades.results_dir") in (results, None)}
+    if recorded is not None and recorded.info.lifecycle_stage == "active":
+        ids.add(recorded.info.run_id)
+    return sorted(ids - {new_id})
+
+
 def _param_value(v: Any) -> str:
     s = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
     return s[:6000]
@@ -283,15 +305,15 @@ class TrainingRun:
                 "creating the run",
             )
             rid = created.info.run_id
-            if old is not None and old.info.lifecycle_stage == "active":
-                _retry(lambda: client.set_tag(old.info.run_id, "hades.superseded_by", rid), "tagging the old run")
-                _retry(lambda: client.delete_run(old.info.run_id), "retiring the old run")
-                log.info("MLflow run %s of %s superseded by %s", old.info.run_id, grid_id, rid)
+            for prev in _previous_runs(client, exp_id, grid_id, _results_tag(cfg), old, rid):
+                _retry(lambda prev=prev: client.set_tag(prev, "hades.superseded_by", rid), "tagging the old run")
+                _retry(lambda prev=prev: client.delete_run(prev), "retiring the old run")
+                log.info("MLflow run %s of %s superseded by %s", prev, grid_id, rid)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, (rid + "\n").encode())
             log.info("started MLflow run %s (%s)", rid, grid_id)
             run = cls(cfg, grid_id, rid, {})
-        all_tags = {**tags, "hades.resume_key": resume_key, "hades.grid_id": grid_id}
+        all_tags = {**tags, "hades.resume_key": resume_key, "hades.grid_id": grid_id, "hades.results_dir": _results_tag(cfg)}
         _log_batch(client, rid, params=sorted(params.items()), tags=sorted(all_tags.items()))
         return run
 
@@ -344,16 +366,18 @@ def log_eval_metrics(
     client = _client(cfg.tracking_uri)
     rid = model_run_id(cfg, grid_id)
     if rid is None:
-        exp_id = experiment_id(cfg)
-        rid = _retry(
-            lambda: client.create_run(exp_id, run_name=grid_id, tags={"hades.grid_id": grid_id, "hades.rule": prefix}),
-            "creating the run",
-        ).info.run_id
         path = run_id_path(cfg, grid_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, (rid + "\n").encode())
-        _retry(lambda: client.set_terminated(rid, "FINISHED"), "terminating the run")
-        log.warning("no training run for %s; logged %s metrics to new run %s", grid_id, prefix, rid)
+        with _file_lock(path.with_name(".mlflow_run_id.lock")):  # stages of one model may race here
+            rid = model_run_id(cfg, grid_id)
+            if rid is None:
+                exp_id = experiment_id(cfg)
+                rid = _retry(
+                    lambda: client.create_run(exp_id, run_name=grid_id, tags={"hades.grid_id": grid_id, "hades.rule": prefix, "hades.results_dir": _results_tag(cfg)}),
+                    "creating the run",
+                ).info.run_id
+                atomic_write_bytes(path, (rid + "\n").encode())
+                _retry(lambda: client.set_terminated(rid, "FINISHED"), "terminating the run")
+                log.warning("no training run for %s; logged %s metrics to new run %s", grid_id, prefix, rid)
     ts = _now_ms()
     batch = []
     for k, v in flatten(dict(metrics)).items():

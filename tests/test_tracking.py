@@ -1,0 +1,151 @@
+"""MLflow tracking: the store, one run per model read back through the MLflow API, evaluation
+metrics attached to the model's run, and 8 processes logging to the embedded store at once."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import traceback
+from pathlib import Path
+
+import pytest
+from _train_support import metric_history, metrics_rows, mlflow_runs, tiny_env
+
+from hades import tracking
+from hades.config import load_config
+from hades.train import train
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    with tiny_env(tmp_path, monkeypatch) as env:
+        yield env
+
+
+def test_init_store_is_idempotent_and_keeps_artifacts_under_results(tiny):
+    cfg, _ = tiny.config("init")
+    info = tracking.init_store(cfg)
+    assert tracking.init_store(cfg) == info
+    on_disk = json.loads((Path(cfg.results_dir) / "mlflow" / "experiment.json").read_text())
+    assert on_disk == info and info["experiment"] == "hades-test"
+    assert info["tracking_uri"] == f"sqlite:///{Path(cfg.results_dir).resolve() / 'mlflow.db'}"
+    exp = tracking._client(cfg.tracking_uri).get_experiment(info["experiment_id"])
+    assert exp.artifact_location == (Path(cfg.results_dir).resolve() / "mlflow" / "artifacts").as_uri()
+    assert tracking.experiment_id(cfg) == info["experiment_id"]
+
+
+def test_mlflow_is_offline_and_quiet():
+    tracking.configure_offline()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and os.environ["DO_NOT_TRACK"] == "true"
+    from mlflow.telemetry.utils import is_telemetry_disabled
+
+    assert is_telemetry_disabled()
+    assert tracking.metric_key("lm_eval/lambada_openai/acc,none") == "lm_eval/lambada_openai/acc_none"
+
+
+def test_one_finished_run_per_model_with_its_curve(tiny):
+    cfg, _ = tiny.config("grid", grid=("alpha", "beta"), steps=6, checkpoint_every=3)
+    for gid in ("alpha", "beta"):
+        train(cfg, gid)
+    evals = {"toy_ppl": {"word_perplexity,none": 12.5}, "toy_cloze": {"acc,none": 0.25, "alias": "toy_cloze"}}
+    rid = tracking.log_eval_metrics(cfg, "alpha", evals, prefix="lm_eval")
+    assert tracking.log_eval_metrics(cfg, "alpha", evals, prefix="lm_eval") == rid  # a rerun of the eval
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.tracking_experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["hades.grid_id"] for r in runs) == ["alpha", "beta"], "one run per model"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    for run in runs:
+        gid = run.data.tags["hades.grid_id"]
+        assert run.info.status == "FINISHED" and run.info.run_name == gid
+        assert run.data.tags["hades.git_commit"] == head
+        assert run.data.tags["hades.config_hash"] == cfg.hash()
+        assert run.data.tags["hades.rule"] == "train"
+        assert run.data.params["model.d_model"] == "16" and run.data.params["train.lr"] == "0.003"
+        assert run.data.params["model.vocab_size"] == "61"
+        hist = metric_history(cfg, run.info.run_id, "train/loss")
+        assert [(m.step, m.value) for m in hist] == [(r["step"], r["loss"]) for r in metrics_rows(cfg, gid)]
+        for key in ("train/lr", "train/grad_norm", "train/aux/balance", "train/tokens_per_s"):
+            assert len(metric_history(cfg, run.info.run_id, key)) == 6, key
+        arts = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
+        assert arts == {"train/summary.json", "train/pipeline.json", "train/config.json"}
+        assert (Path(cfg.results_dir) / "checkpoints" / gid / "mlflow_run_id").read_text().strip() == run.info.run_id
+    alpha = next(r for r in runs if r.data.tags["hades.grid_id"] == "alpha")
+    assert alpha.info.run_id == rid, "evaluation attaches to the model's training run"
+    assert alpha.data.metrics["lm_eval/toy_ppl.word_perplexity_none"] == 12.5
+    assert alpha.data.metrics["lm_eval/toy_cloze.acc_none"] == 0.25
+    assert len(metric_history(cfg, rid, "lm_eval/toy_ppl.word_perplexity_none")) == 1, "not duplicated by the rerun"
+
+    # a retrain after the checkpoints directory (and the run-id file in it) was deleted by hand
+    # replaces the model's run instead of adding a second one
+    import shutil
+
+    beta_old = next(r for r in runs if r.data.tags["hades.grid_id"] == "beta").info.run_id
+    shutil.rmtree(Path(cfg.results_dir) / "checkpoints" / "beta")
+    beta_new = train(cfg, "beta")["mlflow_run_id"]
+    assert [r.info.run_id for r in mlflow_runs(cfg, "beta", all_stages=False)] == [beta_new]
+    old = client.get_run(beta_old)
+    assert old.info.lifecycle_stage == "deleted" and old.data.tags["hades.superseded_by"] == beta_new
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+N_PROCS, N_STEPS = 8, 30
+TRAIN_KEYS = ("train/loss", "train/lr", "train/grad_norm")
+
+
+def _log_worker(cfg_path: str, i: int, barrier) -> None:
+    """One process: its own training run (a metric batch per step, as the trainer logs), its
+    evaluation, and a metric on a model run that every worker shares."""
+    code = 1
+    try:
+        cfg = load_config(cfg_path)
+        barrier.wait(timeout=120)  # start together: maximum contention on the SQLite file
+        tracking.init_store(cfg)
+        run = tracking.TrainingRun.open(
+            cfg, f"w{i}", resume_key="k", resuming=False, params={"worker": i}, tags={"hades.rule": "test"}
+        )
+        for step in range(1, N_STEPS + 1):
+            run.log_metrics([(step, {"train/loss": 1.0 / step, "train/lr": float(i), "train/grad_norm": float(step)})])
+        run.finish()
+        tracking.log_eval_metrics(cfg, f"w{i}", {"toy_ppl": {"ppl": 10.0 + i}, "toy_cloze": {"acc": i / 10}}, prefix="lm_eval")
+        tracking.log_eval_metrics(cfg, "shared", {f"w{i}": float(i)}, prefix="passkey")
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def test_eight_processes_log_to_the_embedded_store_without_loss(tiny):
+    cfg, path = tiny.config("concurrent")
+    # fork: the workers inherit the imported modules (importing MLflow 8 times would dominate
+    # the test); they open their own connections, so they contend like separate jobs
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(N_PROCS)
+    procs = [ctx.Process(target=_log_worker, args=(str(path), i, barrier)) for i in range(N_PROCS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+    assert [p.exitcode for p in procs] == [0] * N_PROCS, "a worker crashed (see its traceback above)"
+
+    points = 0
+    for i in range(N_PROCS):
+        (run,) = mlflow_runs(cfg, f"w{i}")
+        assert run.info.status == "FINISHED"
+        for key in TRAIN_KEYS:
+            hist = metric_history(cfg, run.info.run_id, key)
+            assert [m.step for m in hist] == list(range(1, N_STEPS + 1)), f"w{i} {key}: lost or duplicated points"
+            points += len(hist)
+        assert run.data.metrics["lm_eval/toy_ppl.ppl"] == 10.0 + i and run.data.metrics["lm_eval/toy_cloze.acc"] == i / 10
+        points += 2
+    (shared,) = mlflow_runs(cfg, "shared")
+    assert sorted(shared.data.metrics) == sorted(f"passkey/w{i}" for i in range(N_PROCS))
+    points += len(shared.data.metrics)
+    assert points == N_PROCS * (len(TRAIN_KEYS) * N_STEPS + 2) + N_PROCS
