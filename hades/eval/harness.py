@@ -99,12 +99,16 @@ def run_lm_eval(
     batch_size: int = 8,
     max_length: int = 2048,
     limit: int | float | None = None,
+    samples: Mapping[str, Sequence[int]] | None = None,
     offline: bool = True,
     bootstrap_iters: int = 0,
     precision: str = "auto",
     seed: int = 1234,
 ) -> tuple[dict, TaskPlan]:
-    """Evaluate a model instance on `tasks`; returns lm-eval's results dict and the task plan."""
+    """Evaluate a model instance on `tasks`; returns lm-eval's results dict and the task plan.
+
+    limit: the first that many docs of every task; samples: {task: doc indices} instead (lm-eval
+    takes one or the other)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -124,6 +128,7 @@ def run_lm_eval(
             task_manager=task_manager,
             num_fewshot=0,
             limit=limit,
+            samples={t: list(ix) for t, ix in samples.items()} if samples is not None else None,
             bootstrap_iters=bootstrap_iters,
             log_samples=False,
             random_seed=seed,
@@ -188,10 +193,22 @@ def load_tokenizer_for(checkpoint_dir: Path):
     return AutoTokenizer.from_pretrained(checkpoint_dir)
 
 
-def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | None = None):
+def check_model_matches(model, expected, where: str) -> None:
+    """The checkpoint's architecture is the experiment's (vocab_size aside, which the tokenizer
+    fills): evaluating stale weights under a changed config would mix results silently."""
+    got = dataclasses.asdict(model.config.to_model_config())
+    want = dataclasses.asdict(expected)
+    diff = {k: (got[k], want[k]) for k in want if k != "vocab_size" and got.get(k) != want[k]}
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (config: {b!r})" for k, (a, b) in list(diff.items())[:4])
+        raise EvalTaskError(f"{where}: the checkpoint's model differs from the config: {shown}")
+
+
+def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | None = None, expected=None):
     """(model, tokenizer, provenance) from an HF checkpoint dir (results/checkpoints/{model}/final).
 
-    Weights load from safetensors only (a pickled checkpoint is refused).
+    Weights load from safetensors only (a pickled checkpoint is refused). `expected` (a
+    ModelConfig) must match the checkpoint's architecture.
     """
     from hades.models import HadesForCausalLM
 
@@ -201,6 +218,8 @@ def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | Non
         raise FileNotFoundError(f"checkpoint {ckpt}: no model.safetensors (only safetensors checkpoints are loaded)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = HadesForCausalLM.from_pretrained(ckpt, use_safetensors=True).to(device)
+    if expected is not None:
+        check_model_matches(model, expected, f"checkpoint {ckpt}")
     tokenizer = load_tokenizer_for(ckpt)
     if len(tokenizer) != model.config.vocab_size:
         raise EvalTaskError(
@@ -314,7 +333,8 @@ def evaluate_checkpoint(
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if local_data is None and cfg is not None:
         local_data = default_local_data(cfg)
-    model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device)
+    expected = cfg.experiment(grid_id).model if cfg is not None and grid_id is not None else None
+    model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device, expected)
     t0 = time.time()
     results, plan = run_lm_eval(
         model, tokenizer, tasks, local_data, batch_size=batch_size, max_length=max_length, limit=limit,

@@ -251,7 +251,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
     pk = cfg.passkey
     lengths = list(pk.get("lengths", PAPER_LENGTHS))
     check_lengths(lengths, pk.get("max_length"))  # refuse before loading anything
-    model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device)
+    model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device, cfg.experiment(grid_id).model)
     autocast = torch.bfloat16 if model.device.type == "cuda" else None
     res = run_passkey(
         model, tokenizer, lengths, list(pk.get("depths", PAPER_DEPTHS)), int(pk.get("trials", PAPER_TRIALS)),
