@@ -14,18 +14,22 @@ if not workflow.config_settings.configfiles:
 
 # validates the config (hades.config) at parse time, before any job starts
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
 
 
-# stages not merged yet are skipped until their rule file lands (integration in progress)
-for _stage in ("data", "train", "eval", "analysis"):
-    if os.path.exists(
-        os.path.join(workflow.basedir, "workflow", "rules", f"{_stage}.smk")
-    ):
+# the analysis stage is included once its rule file has landed (integration in progress)
+if os.path.exists(os.path.join(workflow.basedir, "workflow/rules/analysis.smk")):
 
-        include: f"workflow/rules/{_stage}.smk"
+    include: "workflow/rules/analysis.smk"
 
 
 report: "workflow/report/workflow.rst"
+
+
+localrules:
+    all,
 
 
 rule all:

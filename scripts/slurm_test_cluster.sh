@@ -156,7 +156,6 @@ run() {
   snakemake --profile slurm --jobs 4 --retries 0 --latency-wait 10 \
     --config "results_dir=$results" \
     --set-resources "train:gpu=1" "train:cpus_per_task=1" "train:mem_mb=4000" "train:runtime=30" \
-    "train:slurm_extra='--signal=B:TERM@60'" \
     "lm_eval:gpu=1" "lm_eval:cpus_per_task=1" "lm_eval:mem_mb=4000" "lm_eval:runtime=30" \
     "passkey:gpu=1" "passkey:cpus_per_task=1" "passkey:mem_mb=4000" "passkey:runtime=30" \
     "corpus:cpus_per_task=1" "corpus:mem_mb=2000" "tokenize_shard:cpus_per_task=1" \
