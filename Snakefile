@@ -25,6 +25,16 @@ if os.path.exists(os.path.join(workflow.basedir, "workflow/rules/analysis.smk"))
     include: "workflow/rules/analysis.smk"
 
 
+# Each stage's rules run in the pinned environment of their stage (envs/<stage>.yaml, used with
+# `--sdm conda`) unless a rule names its own `conda:`.
+for _rule in workflow.rules:
+    _stage = os.path.splitext(os.path.basename(_rule.snakefile))[0]
+    if _rule.conda_env is None and os.path.exists(
+        f"{workflow.basedir}/envs/{_stage}.yaml"
+    ):
+        _rule.conda_env = f"../../envs/{_stage}.yaml"
+
+
 report: "workflow/report/workflow.rst"
 
 
