@@ -169,3 +169,22 @@ def test_passkey_checkpoint_writes_csv_json_and_logs(tok, tmp_path, monkeypatch)
     assert grid.lengths == [64, 96] and grid.depths == [0.0, 1.0] and grid.trials.sum() == 8
     plot({gid: grid, "other": grid}).savefig(tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
+    """benchmarks/passkey_gpu.py (timed on the H100 by the GPU engineer) through the same path,
+    on CPU with the toy config and a two-cell grid."""
+    import importlib.util
+
+    from _eval_support import NEOX_TOKENIZER, REPO
+
+    spec = importlib.util.spec_from_file_location("passkey_gpu", REPO / "benchmarks" / "passkey_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "timing.json"
+    report = bench.main(["--config", str(REPO / "config" / "config.yaml"), "--model", available_arch(),
+                         "--tokenizer", str(NEOX_TOKENIZER), "--device", "cpu", "--dtype", "fp32",
+                         "--lengths", "64", "--depths", "0,1", "--trials", "1", "--key-digits", "2",
+                         "--no-warmup", "--out", str(out)])
+    assert report["prompts"] == 2 and report["prompt_tokens"] == 128 and set(report["per_length_s"]) == {64}
+    assert out.is_file() and report["grid_s"] > 0
