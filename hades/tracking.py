@@ -94,9 +94,9 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
-@functools.lru_cache(maxsize=1)
 def git_info() -> dict[str, Any]:
-    """{'commit': sha or 'unknown', 'dirty': bool or None} of the repository in the cwd."""
+    """{'commit': sha or 'unknown', 'dirty': bool or None} of the repository in the cwd, read
+    when called (a long-lived process may see several commits)."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True

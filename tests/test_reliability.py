@@ -319,3 +319,34 @@ def test_checkpoints_of_a_changed_config_are_set_aside(tiny, monkeypatch, caplog
     assert runs[old_run.info.run_id].info.lifecycle_stage == "deleted"
     assert runs[old_run.info.run_id].data.tags["hades.superseded_by"] == summary["mlflow_run_id"]
     assert [r.info.run_id for r in mlflow_runs(cfg, "tiny", all_stages=False)] == [summary["mlflow_run_id"]]
+
+
+# -- 6. tracking outage --------------------------------------------------------------------------
+
+
+def test_mlflow_outage_loses_no_metric(tiny, monkeypatch, caplog):
+    """The store is unreachable from step 5 until the job is preempted after step 9: training
+    goes on (errors reported), and the rerun back-fills MLflow from the checkpoint's records."""
+    from hades import tracking
+
+    real_log = tracking.TrainingRun.log_metrics
+
+    def flaky(self, records):
+        records = list(records)
+        if any(step >= 5 for step, _ in records):
+            raise ConnectionError("tracking server unreachable")
+        return real_log(self, records)
+
+    cfg, _ = tiny.config("outage", steps=STEPS)
+    monkeypatch.setattr(tracking.TrainingRun, "log_metrics", flaky)
+    with caplog.at_level(logging.ERROR):
+        _preempt_in_process(monkeypatch, cfg, at_call=17)
+    assert "MLflow logging failed" in caplog.text
+    (run,) = mlflow_runs(cfg, "tiny")
+    assert max(m.step for m in metric_history(cfg, run.info.run_id, "train/loss")) < 5
+    monkeypatch.setattr(tracking.TrainingRun, "log_metrics", real_log)
+    train(cfg, "tiny")
+    ref, _ = tiny.config("ref", steps=STEPS)
+    train(ref, "tiny")
+    _assert_same_history(cfg, ref)
+

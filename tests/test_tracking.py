@@ -59,11 +59,13 @@ def test_one_finished_run_per_model_with_its_curve(tiny):
     exp = client.get_experiment_by_name(cfg.tracking_experiment)
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags["hades.grid_id"] for r in runs) == ["alpha", "beta"], "one run per model"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     for run in runs:
         gid = run.data.tags["hades.grid_id"]
         assert run.info.status == "FINISHED" and run.info.run_name == gid
-        assert run.data.tags["hades.git_commit"] == head
+        commit = run.data.tags["hades.git_commit"]
+        summary = json.loads((Path(cfg.results_dir) / "train" / gid / "summary.json").read_text())
+        assert commit == summary["git_commit"] == run.data.tags["mlflow.source.git.commit"]
+        assert subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"]).returncode == 0, commit
         assert run.data.tags["hades.config_hash"] == cfg.hash()
         assert run.data.tags["hades.rule"] == "train"
         assert run.data.params["model.d_model"] == "16" and run.data.params["train.lr"] == "0.003"

@@ -205,6 +205,11 @@ def resume_key(experiment: Experiment, manifest_sha: str | None) -> str:
     return config_hash({"experiment": exp, "data": manifest_sha})
 
 
+def _mlflow_record(rec: dict[str, Any]) -> tuple[int, dict[str, float]]:
+    """A metrics.jsonl record as MLflow metrics: (step, {"train/loss": ..., ...})."""
+    return rec["step"], {f"train/{k}": v for k, v in rec.items() if k not in ("step", "time_s")}
+
+
 def _fmt_duration(s: float) -> str:
     s = int(max(0, s))
     h, m, sec = s // 3600, s % 3600 // 60, s % 60
@@ -245,11 +250,7 @@ class _Trainer:
                 f"micro_batch {t.micro_batch} x {info.world_size} processes"
             )
         self.accum = per_rank // t.micro_batch
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16)
-            if t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
-            else nullcontext()
-        )
+        self.bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
 
         self.data = open_dataset(self.paths.manifest, "train")
         vocab = int(self.data.vocab_size)
@@ -381,6 +382,10 @@ class _Trainer:
                     "hades.n_params": self.n_params,
                 },
             )
+            # records of the restored steps that never reached the store (it was unreachable
+            # at the last flush before the crash); the run's watermark skips the others
+            self.pending = [_mlflow_record(r) for r in restored]
+            self._flush_mlflow()
         log.info(
             "%s: %s, %.2fM params, %s x%d, %d steps of %d x %d tokens (micro-batch %d, %d accumulation steps)%s",
             self.grid_id, self.exp.model.arch, self.n_params / 1e6, self.device.type, info.world_size,
@@ -430,7 +435,7 @@ class _Trainer:
                 w = w.to(dev, non_blocking=True)
                 sync = nullcontext() if (i == self.accum - 1 or not info.enabled) else ddp.no_sync()
                 with sync:
-                    with self.autocast:
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = fwd(w[:, :-1])
                     ce = F.cross_entropy(out.logits.float().flatten(0, 1), w[:, 1:].flatten())
                     loss = ce + sum(out.aux_losses.values()) if out.aux_losses else ce
@@ -481,7 +486,7 @@ class _Trainer:
             return
         self.metrics.append(rec)
         self.recent = (self.recent + [rec])[-self.tcfg.log_every :]
-        self.pending.append((rec["step"], {f"train/{k}": v for k, v in rec.items() if k not in ("step", "time_s")}))
+        self.pending.append(_mlflow_record(rec))
 
     def _flush_mlflow(self) -> None:
         """Send buffered metrics; a store outage is reported and the records kept for the next
