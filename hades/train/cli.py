@@ -51,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hades.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m hades.train",
+        description="Train one grid id of a pipeline config, resuming from its checkpoints.",
+        epilog="exit status: 0 done, 2 config error, 3 diverged, 75 preempted (rerun to resume)",
+    )
     add_arguments(p)
     args = p.parse_args(argv)
     setup_logging()
