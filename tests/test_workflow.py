@@ -213,10 +213,13 @@ def test_deleting_one_eval_output_rebuilds_only_that(stamped_results):
         target.touch()
 
 
-def test_changed_model_config_reruns_only_that_models_downstream(stamped_results):
+def test_changed_model_config_reruns_only_that_models_downstream(stamped_results, tmp_path):
     results, cfg = stamped_results
-    override = "experiments={mamba2: {model: {arch: mamba2, d_state: 8}}}"
-    jobs = planned_jobs(ok(snakemake("-n", "--config", f"results_dir={results}", override)))
+    # a second config file on top of the default one (`--config` would pass "8" as a string)
+    override = tmp_path / "override.yaml"
+    override.write_text("experiments: {mamba2: {model: {arch: mamba2, d_state: 8}}}\n")
+    out = ok(snakemake("-n", "--configfile", "config/config.yaml", str(override), *cfg))
+    jobs = planned_jobs(out)
     models = {j["wildcards"].get("model") for j in jobs} - {None}
     assert models == {"mamba2"}, jobs
     rules = rule_counts(jobs)
