@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .taskspec import EvalTaskError, TaskPlan, default_local_data, render_tasks
+from .taskspec import EvalTaskError, TaskPlan, check_tasks, default_local_data, render_tasks
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,7 @@ def evaluate_checkpoint(
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if local_data is None and cfg is not None:
         local_data = default_local_data(cfg)
+    check_tasks(tasks, local_data or {}, offline=offline)  # before the (slow) model load
     expected = cfg.experiment(grid_id).model if cfg is not None and grid_id is not None else None
     model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device, expected)
     t0 = time.time()

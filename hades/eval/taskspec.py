@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -98,6 +98,30 @@ def _annotate_token_counts(src: Path, dst: Path, token_count: Callable[[str], in
     return n
 
 
+def check_tasks(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bool) -> None:
+    """Raise EvalTaskError (one line) for the first task that cannot run offline: no local data
+    and no offline definition. Cheap (no files are read), so the workflow calls it when it
+    parses the config, long before training finishes and evaluation starts."""
+    local = set(local_tasks)
+    for task in tasks:
+        if task in PROJECT_TASKS:
+            continue
+        if task in local and task not in OFFLINE_TASKS:
+            raise EvalTaskError(
+                f"eval.local_data.{task}: no offline definition of task {task!r}; offline tasks: "
+                f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))}"
+            )
+        if offline and task not in local:
+            raise EvalTaskError(
+                f"lm-eval task {task!r} requested offline but eval.local_data.{task} is not set: "
+                f"prepare its data with `hades prepare-eval-data {task} SRC DST` and set "
+                f"eval.local_data.{task}: DST (or eval.sources.{task}: SRC)"
+                if task in OFFLINE_TASKS else
+                f"lm-eval task {task!r} has no offline definition; offline tasks: "
+                f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))} (or set eval.offline: false)"
+            )
+
+
 def render_tasks(
     tasks: Sequence[str],
     local_data: Mapping[str, str] | None,
@@ -113,6 +137,7 @@ def render_tasks(
     local data.
     """
     local_data = dict(local_data or {})
+    check_tasks(tasks, local_data, offline=offline)
     run_dir = Path(run_dir)
     cache_dir = run_dir / "hf_datasets_cache"
     plan = TaskPlan(names=[], include_dir=None)
@@ -133,11 +158,6 @@ def render_tasks(
                     DATA_FILE=str(data_file.resolve()), CACHE_DIR=str(cache_dir.resolve()))
             plan.sources[task] = {"file": str(src), "sha256": _sha256(src)}
         elif task in local_data:
-            if task not in OFFLINE_TASKS:
-                raise EvalTaskError(
-                    f"eval.local_data.{task}: no offline definition of task {task!r}; offline tasks: "
-                    f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))}"
-                )
             data_dir = Path(local_data[task])
             if not prepared_file(task, data_dir).is_file():
                 raise EvalTaskError(
@@ -151,14 +171,6 @@ def render_tasks(
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             plan.sources[task] = {"dir": str(data_dir), "prepared": meta,
                                   "sha256": _sha256(prepared_file(task, data_dir))}
-        elif offline:
-            raise EvalTaskError(
-                f"lm-eval task {task!r} requested offline but eval.local_data.{task} is not set: "
-                f"prepare its data with `hades prepare-eval-data {task} SRC DST` and set eval.local_data.{task}: DST"
-                if task in OFFLINE_TASKS else
-                f"lm-eval task {task!r} has no offline definition; offline tasks: "
-                f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))} (or set eval.offline: false)"
-            )
         else:
             plan.sources[task] = {"hub": "lm-eval stock task definition"}
             plan.needs_stock_index = True

@@ -13,11 +13,25 @@
 
 # stdlib-only imports: parsing stays fast (no torch)
 from hades.eval.prepare import PAPER_TASKS, source_files
-from hades.eval.taskspec import PROJECT_TASKS
+from hades.eval.taskspec import PROJECT_TASKS, EvalTaskError, check_tasks
 
 EVAL_TASKS = list(CFG.eval.get("tasks", []))
 EVAL_SOURCES = dict(CFG.eval.get("sources") or {})
 EVAL_LOCAL = dict(CFG.eval.get("local_data") or {})
+# an offline task without local data fails here, when the config is parsed, not after training
+try:
+    check_tasks(
+        EVAL_TASKS,
+        set(EVAL_LOCAL) | set(EVAL_SOURCES),
+        offline=bool(CFG.eval.get("offline")),
+    )
+    for _task in EVAL_SOURCES:
+        if _task not in PAPER_TASKS:
+            raise EvalTaskError(
+                f"eval.sources.{_task}: no converter for this task; known: {', '.join(PAPER_TASKS)}"
+            )
+except EvalTaskError as e:
+    raise WorkflowError(f"invalid config\n{CONFIG_SOURCE}: {e}") from None
 # inputs of lm_eval that the DAG produces (user-managed eval.local_data paths are not inputs:
 # a missing one fails the job with a one-line message naming the key)
 EVAL_DATA_INPUTS = {
