@@ -10,6 +10,12 @@ The grid is config/paper.yaml's passkey section (lengths 1K..16K by 1K, 11 depth
 CUDA context) is timed separately. Random weights answer nothing right: only the time matters.
 
 On CPU (--device cpu --config config/config.yaml ...) it is a smoke test of the same path.
+
+The tokenizer is the GPT-NeoX-20B file (vocab 50,277, as the paper): found in shared/data or
+../shared/data, else pass --tokenizer. On a machine that gets only the work tree, copy it to an
+ignored path first, e.g. `mkdir -p results/tokenizer && cp ../shared/data/tokenizers/gpt-neox-20b/
+tokenizer.json results/tokenizer/neox.json`, ship results/tokenizer along, and pass
+`--tokenizer results/tokenizer/neox.json`. Keep TRITON_CACHE_DIR between runs to skip recompiles.
 """
 
 from __future__ import annotations
@@ -85,7 +91,8 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     build_s = time.perf_counter() - t0
     amp = torch.bfloat16 if args.dtype == "bf16" else None
-    print(f"{args.model}: {n_params / 1e6:.1f}M parameters on {device} ({args.dtype}), built in {build_s:.1f}s", flush=True)
+    print(f"{args.model}: {n_params / 1e6:.1f}M parameters, vocab {len(tok)}, on {device} ({args.dtype}), "
+          f"built in {build_s:.1f}s", flush=True)
     kw = dict(key_digits=key_digits, max_length=pk.get("max_length"), batch_size=batch_size, seed=cfg.seed,
               autocast_dtype=amp)
 
