@@ -9,7 +9,8 @@
 # corpus files, a task in eval.sources reads the dir prepare_eval_data makes, eval.local_data wins
 # over both (a dir the user prepared with `hades prepare-eval-data`). Params carry hashes of the
 # config each rule reads, so editing eval.* reruns lm_eval and editing passkey.* reruns passkey.
-# GPU resources of the cluster jobs: slurm/config.yaml (set-resources lm_eval / passkey).
+# GPUs: resources.gpus_per_eval_job of the config; slurm/config.yaml (set-resources lm_eval /
+# passkey) overrides them on a cluster.
 
 # stdlib-only imports: parsing stays fast (no torch)
 from hades.eval.prepare import PAPER_TASKS, source_files
@@ -73,6 +74,8 @@ rule lm_eval:
     benchmark:
         bench_path("lm_eval", "{model}")
     threads: 1
+    resources:
+        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
     params:
         eval=cfg_hash("eval"),
         experiment=lambda w: cfg_hash("experiment", w.model),
@@ -93,6 +96,8 @@ rule passkey:
     wildcard_constraints:
         model="|".join(PASSKEY_MODELS) or "^$",
     threads: 1
+    resources:
+        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
     params:
         passkey=cfg_hash("passkey"),
         experiment=lambda w: cfg_hash("experiment", w.model),
