@@ -10,7 +10,7 @@ logging.basicConfig(
     filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
 )
 try:
-    # metrics.jsonl is written by `train` next to each summary.json
+    # read_run reads the metrics.jsonl and summary.json of results/train/{model}/
     runs = {
         m: curves.read_run(Path(p).parent, m) for m, p in zip(sm.params.models, sm.input.summaries)
     }
