@@ -149,10 +149,11 @@ run() {
   export HADES_SLURM_ACCOUNT=${HADES_SLURM_ACCOUNT:-test}
   export HADES_SLURM_STATUS_COMMAND=${HADES_SLURM_STATUS_COMMAND:-squeue}
   export HADES_SLURM_INIT_SECONDS=${HADES_SLURM_INIT_SECONDS:-5}
-  local results=${HADES_SLURM_TEST_RESULTS:-results-slurm}
+  local results=${HADES_SLURM_TEST_RESULTS:-results/slurm-test}
   local cpus
   cpus=$(nproc)
   local start=$SECONDS
+  mkdir -p "$results"
   snakemake --profile slurm --jobs 4 --retries 0 --latency-wait 10 \
     --config "results_dir=$results" \
     --set-resources "train:gpu=1" "train:cpus_per_task=1" "train:mem_mb=4000" "train:runtime=30" \
@@ -162,10 +163,22 @@ run() {
     "tokenize_shard:mem_mb=2000" \
     --default-resources "slurm_account=$HADES_SLURM_ACCOUNT" "slurm_partition=test" \
     "cpus_per_task=1" "mem_mb=2000" "runtime=30" \
-    -- "$results/eval/mamba2/lm_eval.json" "$results/passkey/mamba2/passkey.csv"
+    -- "$results/eval/mamba2/lm_eval.json" "$results/passkey/mamba2/passkey.csv" \
+    2>&1 | tee "$results/slurm-run.log"
   log "subset done in $((SECONDS - start)) s on $cpus CPUs"
-  log "jobs seen by Slurm (jobcomp):"
-  cat "$STATE/log/jobcomp.txt" | sed -E 's/.*JobId=([0-9]+).*Name=([^ ]+).*JobState=([A-Z]+).*/  \1 \2 \3/'
+  # every job of this run, as Slurm saw it (the plugin names jobs by the run id and puts the
+  # rule and wildcards in the comment; MinJobAge keeps finished jobs in squeue)
+  local run_id
+  run_id=$(sed -n 's/^SLURM run ID: //p' "$results/slurm-run.log" | head -n1)
+  squeue -t all --name "$run_id" -o '%.8i %.32k %.10T %.8M %b'
+  local submitted done_ok
+  submitted=$(grep -c 'has been submitted with SLURM jobid' "$results/slurm-run.log" || true)
+  done_ok=$(squeue -h -t COMPLETED --name "$run_id" | wc -l)
+  log "$submitted jobs submitted, $done_ok COMPLETED in squeue"
+  if [[ $submitted -eq 0 || $done_ok -ne $submitted ]]; then
+    log "not every submitted job completed"
+    exit 1
+  fi
 }
 
 case ${1:-} in
