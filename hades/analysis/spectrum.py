@@ -221,7 +221,7 @@ def analyze(
 
 def summary_line(result: Mapping[str, Any]) -> str:
     """One sentence with the numbers, for logs and the report."""
-    parts = [f"{k} centroid {g['centroid']:.4f}" for k, g in result["groups"].items()]
+    parts = []
     c = result["comparison"]
     if c.get("shared_vs_expert"):
         d = c["shared_vs_expert"]
@@ -235,6 +235,8 @@ def summary_line(result: Mapping[str, Any]) -> str:
             f"expert centroid with bias {d['centroid_with_bias']:.4f} vs without {d['centroid_without_bias']:.4f} "
             f"({'bias raises it' if d['holds'] else 'bias does NOT raise it'})"
         )
+    # a one-group model (shared-only ablation) has nothing to compare: state its centroid
+    parts = parts or [f"{k} centroid {g['centroid']:.4f}" for k, g in result["groups"].items()]
     return "; ".join(parts)
 
 
