@@ -17,12 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
-
-
-# the analysis stage is included once its rule file has landed (integration in progress)
-if os.path.exists(os.path.join(workflow.basedir, "workflow/rules/analysis.smk")):
-
-    include: "workflow/rules/analysis.smk"
+include: "workflow/rules/analysis.smk"
 
 
 # Each stage's rules run in the pinned environment of their stage (envs/<stage>.yaml, used with
