@@ -170,7 +170,7 @@ run() {
   # rule and wildcards in the comment; MinJobAge keeps finished jobs in squeue)
   local run_id
   run_id=$(sed -n 's/^SLURM run ID: //p' "$results/slurm-run.log" | head -n1)
-  squeue -t all --name "$run_id" -o '%.8i %.32k %.10T %.8M %b'
+  squeue -t all --name "$run_id" -o '%.8i %.40k %.10T %.8M'
   local submitted done_ok
   submitted=$(grep -c 'has been submitted with SLURM jobid' "$results/slurm-run.log" || true)
   done_ok=$(squeue -h -t COMPLETED --name "$run_id" | wc -l)
