@@ -7,7 +7,6 @@
 - cfg_hash(section, model=None): a short hash of one resolved config section, used as a rule
   param so that Snakemake's `params` rerun trigger reruns exactly the jobs whose section
   changed (a changed experiment reruns only that model's training and what reads it).
-- CONFIG_FILE: the resolved config as one YAML file, for shell commands (`--config {CONFIG_FILE}`).
 - Input functions shared by several stages.
 
 Nothing here touches the network or imports torch: `snakemake -n` must stay fast and offline.
@@ -108,32 +107,6 @@ def cfg_hash(section, model=None):
     assert model is None, f"cfg_hash({section!r}) takes no model, got {model!r}"
     assert hasattr(CFG, section), f"cfg_hash: unknown config section {section!r}"
     return config_hash(getattr(CFG, section))
-
-
-# --- the config as a file, for shell commands ---------------------------------------------
-
-
-def _effective_config_file():
-    """The resolved config (all --configfile files and --config overrides merged) as one YAML
-    file, for commands that take `--config PATH` (torchrun, hades CLI). Named by its hash, so
-    a changed config is a new file and an unchanged one is written once; kept under
-    .snakemake/ so that a dry run leaves results/ untouched."""
-    import yaml
-
-    path = os.path.join(".snakemake", "hades", f"config-{CFG.name}-{CFG.hash()}.yaml")
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(
-                f"# resolved from {CONFIG_SOURCE} (written by workflow/rules/common.smk)\n"
-            )
-            yaml.safe_dump(dict(CFG.raw), f, sort_keys=False)
-        os.replace(tmp, path)
-    return path
-
-
-CONFIG_FILE = _effective_config_file()
 
 
 # --- input functions --------------------------------------------------------------------------
