@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One call of the device tool: environment, GPU tests, benchmarks, in the stages named.
 #   bash benchmarks/device_run.sh env tests ssd ss conv parity train passkey
-# Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/cache.tgz
-# (Triton's compile cache from the last call). Writes under $OUT: log.txt (tee'd by the caller),
-# json.tgz (every stage's JSON), triton_cache.tgz (for the next call).
+# Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/ (Triton's
+# compile cache from the last call, triton_cache.tgz.part-*), results/tokenizer/neox.json (the
+# GPT-NeoX tokenizer, for passkey). Writes under $OUT: log.txt (tee'd by the caller), json.tgz
+# (every stage's JSON), triton_cache.tgz.part-* (for the next call).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT=${OUT:-results/benchmarks}
@@ -15,7 +16,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export TRITON_CACHE_DIR=/tmp/triton_cache
 mkdir -p "$TRITON_CACHE_DIR"
-[ -f .triton/cache.tgz ] && tar xzf .triton/cache.tgz -C "$TRITON_CACHE_DIR"
+if ls .triton/triton_cache.tgz.part-* >/dev/null 2>&1; then cat .triton/triton_cache.tgz.part-* | tar xzf - -C "$TRITON_CACHE_DIR"; fi
 JSON_OUT="$OUT/json"
 status=()
 run() {  # run NAME TIMEOUT_S CMD...
@@ -38,12 +39,13 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     conv) run conv 90 python3 -m benchmarks.conv ;;
     parity) run parity_fla 240 python3 -m benchmarks.parity_fla ;;
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ;;
-    passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 -m benchmarks.passkey_gpu ;;
+    passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
+               --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
   esac
 done
 tar czf "$OUT/json.tgz" -C "$JSON_OUT" . && rm -rf "$JSON_OUT"
-tar czf "$OUT/triton_cache.tgz" -C "$TRITON_CACHE_DIR" . 2>/dev/null
-size=$(stat -c %s "$OUT/triton_cache.tgz" 2>/dev/null || echo 0)
-[ "$size" -gt 15000000 ] && { echo "triton cache ${size} B: too large to bring back"; rm -f "$OUT/triton_cache.tgz"; }
+# the compile cache comes back in parts of <= 15 MB (the tool's per-file limit), at most 4
+tar czf - -C "$TRITON_CACHE_DIR" . 2>/dev/null | split -b 15000000 - "$OUT/triton_cache.tgz.part-"
+if [ "$(ls "$OUT"/triton_cache.tgz.part-* | wc -l)" -gt 4 ]; then echo "triton cache too large to bring back"; rm -f "$OUT"/triton_cache.tgz.part-*; fi
 printf '\n=== stages ===\n'; printf '%s\n' "${status[@]}"

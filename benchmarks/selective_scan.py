@@ -51,9 +51,10 @@ def sweep(inp, log):
     from kernels.selective_scan.op import selective_scan
 
     space = {
-        "fwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in
-                ((8, 32, 4), (16, 32, 4), (16, 32, 8), (32, 32, 8), (16, 64, 8), (8, 64, 4))],
-        "bwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 32, 4), (16, 32, 8), (16, 16, 4), (8, 16, 4))],
+        "fwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w, layout="tcn") for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))]
+        + [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w, layout="tnc") for bt, bc, w in
+           ((2, 128, 4), (4, 128, 4), (8, 128, 4), (4, 64, 2), (4, 32, 1), (8, 32, 1), (2, 256, 8))],
+        "bwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))],
     }
     for name, cands in space.items():
         best = None

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from hades.config import ModelConfig, check_model
 
-from .layers import RMSNorm, SwiGLU
+from .layers import RMSNorm, ShortConv, SwiGLU
 from .mixers import build_mixer
 from .mixers.base import State
 
@@ -100,6 +100,9 @@ class HadesForCausalLM(PreTrainedModel):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        for m in self.modules():  # the short convs' fast path follows the model's kernel switch
+            if isinstance(m, ShortConv):
+                m.use_kernel = cfg.kernel == "auto"
         self.post_init()
         self.reset_parameters()
 

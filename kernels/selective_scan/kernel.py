@@ -94,6 +94,64 @@ def selective_scan_fwd_kernel(
 
 
 @triton.jit
+def selective_scan_fwd_tnc_kernel(
+    u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, init_ptr,
+    y_ptr, final_ptr, states_ptr,
+    T, CH, N, ntiles,
+    s_u_b, s_u_t, s_u_c,
+    s_d_b, s_d_t, s_d_c,
+    s_B_b, s_B_t, s_B_n,
+    s_C_b, s_C_t, s_C_n,
+    s_y_b, s_y_t, s_y_c,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_STATES: tl.constexpr,
+):
+    """`selective_scan_fwd_kernel` with the tile ordered (time, state, channel): channels are the
+    innermost axis, so Triton's default layout gives each thread whole (time x state) columns of
+    its channel, and the scan over time and the sum over states stay inside a thread (no
+    shuffles). Same arguments and results."""
+    pid_c = tl.program_id(0)
+    b = tl.program_id(1)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_n = tl.arange(0, BLOCK_N)
+    cmask = offs_c < CH
+    nmask = offs_n < N
+    nc_mask = nmask[:, None] & cmask[None, :]
+    nc_offs = offs_c[None, :] * N + offs_n[:, None]
+    A2 = tl.load(A_ptr + nc_offs, mask=nc_mask, other=0.0)  # (BLOCK_N, BLOCK_C)
+    if HAS_D:
+        Dc = tl.load(D_ptr + offs_c, mask=cmask, other=0.0)
+    if HAS_INIT:
+        state = tl.load(init_ptr + b * CH * N + nc_offs, mask=nc_mask, other=0.0)
+    else:
+        state = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    is_last = (offs_t == BLOCK_T - 1)[:, None, None]
+    for k in range(ntiles):
+        if STORE_STATES:
+            tl.store(states_ptr + (b * ntiles + k) * CH * N + nc_offs, state, mask=nc_mask)
+        t = k * BLOCK_T + offs_t
+        tmask = t < T
+        tc_mask = tmask[:, None] & cmask[None, :]
+        tn_mask = tmask[:, None] & nmask[None, :]
+        u = tl.load(u_ptr + b * s_u_b + t[:, None] * s_u_t + offs_c[None, :] * s_u_c, mask=tc_mask, other=0.0).to(tl.float32)
+        dl = tl.load(dl_ptr + b * s_d_b + t[:, None] * s_d_t + offs_c[None, :] * s_d_c, mask=tc_mask, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + b * s_B_b + t[:, None] * s_B_t + offs_n[None, :] * s_B_n, mask=tn_mask, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + b * s_C_b + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=tn_mask, other=0.0).to(tl.float32)
+        a = tl.exp2(dl[:, None, :] * A2[None, :, :])  # (BLOCK_T, BLOCK_N, BLOCK_C)
+        v = (dl * u)[:, None, :] * Bt[:, :, None]
+        a_s, v_s = tl.associative_scan((a, v), 0, _combine)
+        h = v_s + a_s * state[None, :, :]
+        y = tl.sum(h * Ct[:, :, None], axis=1)
+        if HAS_D:
+            y += Dc[None, :] * u
+        tl.store(y_ptr + b * s_y_b + t[:, None] * s_y_t + offs_c[None, :] * s_y_c,
+                 y.to(y_ptr.dtype.element_ty), mask=tc_mask)
+        state = tl.sum(tl.where(is_last, h, 0.0), axis=0)
+    tl.store(final_ptr + b * CH * N + nc_offs, state, mask=nc_mask)
+
+
+@triton.jit
 def selective_scan_bwd_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, states_ptr, dy_ptr, dfinal_ptr,
     du_ptr, ddl_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dinit_ptr,

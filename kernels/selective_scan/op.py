@@ -20,12 +20,18 @@ import torch
 import triton
 from torch import Tensor
 
-from .kernel import LOG2E, selective_scan_bwd_kernel, selective_scan_fwd_kernel
+from .kernel import (
+    LOG2E,
+    selective_scan_bwd_kernel,
+    selective_scan_fwd_kernel,
+    selective_scan_fwd_tnc_kernel,
+)
 
 # Launch parameters (tuned on an H100 by benchmarks/selective_scan.py; docs/benchmarks.md).
 CONFIG = {
-    "fwd": {"BLOCK_T": 16, "BLOCK_C": 32, "num_warps": 4},
-    "bwd": {"BLOCK_T": 16, "BLOCK_C": 32, "num_warps": 8},
+    # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel), see kernel.py
+    "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "tcn"},
+    "bwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4},
 }
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
@@ -56,7 +62,8 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
     final = _empty(b, ch, n, like=u, dtype=torch.float32)
     states = _empty(b, ntiles, ch, n, like=u, dtype=torch.float32) if store_states else None
     block_c = min(cfg["BLOCK_C"], _pow2(ch))
-    selective_scan_fwd_kernel[(triton.cdiv(ch, block_c), b)](
+    kernel = selective_scan_fwd_tnc_kernel if cfg.get("layout") == "tnc" else selective_scan_fwd_kernel
+    kernel[(triton.cdiv(ch, block_c), b)](
         u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
         y, final, states if states is not None else final,
         t, ch, n, ntiles,

@@ -24,7 +24,9 @@ Four kernels, each a plain loop over chunks or a plain parallel map:
 Δ comes either as dt (after softplus) or, for HADES and Mamba2, raw: `_load_dt` gathers the
 filter channel of each slot from dt_raw (B, T, M) by the per-token slot ids (B, T, H), adds the
 per-slot spectral bias and dt_bias, and applies softplus, so the routing costs no extra pass.
-All accumulation is fp32; matrix products take the inputs' dtype (bf16, or tf32 for fp32).
+All accumulation is fp32; matrix products take the inputs' dtype: bf16 for bf16, and for fp32
+inputs fp32-accurate products (DOT_PREC = "tf32x3"; tf32 alone misses the 1e-3 bound on y), so
+fp32 runs are checks, not the fast path.
 """
 
 from __future__ import annotations
@@ -59,13 +61,39 @@ def _load_dt(
     if HAS_BIAS:
         pre += tl.load(bias_ptr + b * s_bi_b + t * s_bi_t + h * s_bi_h, mask=tmask, other=0.0).to(tl.float32)
     if HAS_DTB:
-        pre += tl.load(dtb_ptr + h).to(tl.float32)
+        pre += tl.load(dtb_ptr + h + 0 * t, mask=tmask, other=0.0).to(tl.float32)
     if SOFTPLUS:
         dt = _softplus(pre)
     else:
         dt = pre
     dt = tl.where(tmask, dt, 0.0)  # padding: decay exactly 1, no input
     return dt, pre
+
+
+@triton.jit
+def ssd_dt_kernel(
+    dt_ptr, ids_ptr, bias_ptr, dtb_ptr, out_ptr,
+    T, H,
+    s_dt_b, s_dt_t, s_dt_h,
+    s_id_b, s_id_t, s_id_h,
+    s_bi_b, s_bi_t, s_bi_h,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr,
+    ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
+):
+    """Grid (cdiv(T, BLOCK_T), batch): dt (fp32, contiguous (batch, T, H)) from its source.
+
+    The sequential kernels read this instead of gathering: a gather is two dependent loads per
+    chunk on their critical path, which their software pipelining does not hide."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
+    b = tl.program_id(1)
+    h = tl.arange(0, BLOCK_H)[None, :]
+    mask = (t < T) & (h < H)
+    dt, _ = _load_dt(
+        dt_ptr, ids_ptr, bias_ptr, dtb_ptr, b, h, t, mask,
+        s_dt_b, s_dt_t, s_dt_h, s_id_b, s_id_t, s_id_h, s_bi_b, s_bi_t, s_bi_h,
+        ROUTED, HAS_BIAS, HAS_DTB, SOFTPLUS,
+    )
+    tl.store(out_ptr + (b * T + t) * H + h, dt, mask=mask)
 
 
 @triton.jit
@@ -90,6 +118,7 @@ def ssd_fwd_kernel(
     ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_INIT: tl.constexpr,
     COMPUTE_Y: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_STATES: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(P, BLOCK_P), batch * H). States, init, final: contiguous fp32
     (batch, [chunks,] H, P, N)."""
@@ -141,17 +170,17 @@ def ssd_fwd_kernel(
             # the entering state first, as the accumulator of the intra-chunk product:
             # y_t = exp(cs_t) C_t state_in^T + sum_s W[t, s] x_s
             Cw = (Ct.to(tl.float32) * tl.exp(cs)[:, None]).to(x.dtype)
-            y = tl.dot(Cw, tl.trans(state.to(x.dtype)))  # (L, BLOCK_P)
-            CB = tl.dot(Ct, tl.trans(Bt))  # (L, L): C_t . B_s
+            y = tl.dot(Cw, tl.trans(state.to(x.dtype)), input_precision=DOT_PREC)  # (L, BLOCK_P)
+            CB = tl.dot(Ct, tl.trans(Bt), input_precision=DOT_PREC)  # (L, L): C_t . B_s
             W = CB * tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf"))) * dt[None, :]
-            y = tl.dot(W.to(x.dtype), x, acc=y)
+            y = tl.dot(W.to(x.dtype), x, acc=y, input_precision=DOT_PREC)
             if HAS_D:
                 y += Dh * x.to(tl.float32)
             y_ptrs = y_base + t[:, None] * s_y_t + offs_p[None, :] * s_y_p
             tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=lp_mask)
         w = tl.exp(cs_last - cs) * dt  # (L,): decay to the chunk end times dt
         xw = (x.to(tl.float32) * w[:, None]).to(x.dtype)
-        state = tl.dot(tl.trans(xw), Bt, acc=state * tl.exp(cs_last))  # (BLOCK_P, BLOCK_N)
+        state = tl.dot(tl.trans(xw), Bt, acc=state * tl.exp(cs_last), input_precision=DOT_PREC)  # (BLOCK_P, BLOCK_N)
     if STORE_FINAL:
         tl.store(final_ptr + (b * H + h) * P * N + pn_offs, state, mask=pn_mask)
 
@@ -168,7 +197,7 @@ def ssd_bwd_dstate_kernel(
     s_C_b, s_C_t, s_C_g, s_C_n,
     L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """Reverse walk: dstates[b, c, h] = dL/d state after chunk c (fp32, (batch, chunks, H, P, N)).
 
@@ -213,7 +242,7 @@ def ssd_bwd_dstate_kernel(
             mask=tmask[:, None] & nmask[None, :], other=0.0,
         )
         dyw = (dy.to(tl.float32) * tl.exp(cs)[:, None]).to(Ct.dtype)
-        dstate = tl.dot(tl.trans(dyw), Ct, acc=dstate * tl.exp(cs_last))
+        dstate = tl.dot(tl.trans(dyw), Ct, acc=dstate * tl.exp(cs_last), input_precision=DOT_PREC)
     if STORE_DINIT:
         tl.store(dinit_ptr + (b * H + h) * P * N + pn_offs, dstate, mask=pn_mask)
 
@@ -234,7 +263,7 @@ def ssd_bwd_chunk_kernel(
     s_dx_b, s_dx_t, s_dx_h, s_dx_p,
     L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_D: tl.constexpr,
+    HAS_D: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """Grid (batch * chunks, H). All gradients of one chunk of one head.
 
@@ -272,15 +301,15 @@ def ssd_bwd_chunk_kernel(
     Ct = tl.load(C_ptr + b * s_C_b + g * s_C_g + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=ln_mask, other=0.0)
 
     xf = x.to(tl.float32)
-    u = (xf * dt[:, None]).to(x.dtype)  # dt_s x_s
     ecs = tl.exp(cs)
     dte = tl.exp(cs_last - cs)  # decay from s to the chunk end
     # Statement order keeps few (L, L) and (L, N) tiles alive at once (register pressure).
     # intra-chunk: y_t += sum_{s<=t} G[t, s] u_s, G = (C_t . B_s) exp(cs_t - cs_s)
     decay = tl.exp(tl.where(causal, cs[:, None] - cs[None, :], float("-inf")))
-    Gm = tl.dot(Ct, tl.trans(Bt)) * decay
-    dG = tl.where(causal, tl.dot(dy, tl.trans(u)), 0.0)  # dy_t . u_s
-    du = tl.dot(tl.trans(Gm.to(x.dtype)), dy)  # (L, P)
+    Gm = tl.dot(Ct, tl.trans(Bt), input_precision=DOT_PREC) * decay
+    # dy_t . u_s as dt_s (dy_t . x_s): x is exact in its dtype, dt x rounded to it would not be
+    dG = tl.where(causal, tl.dot(dy, tl.trans(x), input_precision=DOT_PREC) * dt[None, :], 0.0)
+    du = tl.dot(tl.trans(Gm.to(x.dtype)), dy, input_precision=DOT_PREC)  # (L, P)
     R = dG * Gm
     dcs = tl.sum(R, axis=1) - tl.sum(R, axis=0)
     dCB = (dG * decay).to(x.dtype)
@@ -293,18 +322,18 @@ def ssd_bwd_chunk_kernel(
     ds_out = ds_out.to(x.dtype)
     # dC: intra part + exp(cs_t) dy_t s_in; dcs from y_t's entering-state term
     dyw = (dy.to(tl.float32) * ecs[:, None]).to(x.dtype)
-    dC = tl.dot(dyw, s_in, acc=tl.dot(dCB, Bt))  # (L, N)
+    dC = tl.dot(dyw, s_in, acc=tl.dot(dCB, Bt, input_precision=DOT_PREC), input_precision=DOT_PREC)  # (L, N)
     bc_off = (b * T + t[:, None]) * G * N + g * N + offs_n[None, :]
     tl.atomic_add(dC_ptr + bc_off, dC, mask=ln_mask, sem="relaxed")
-    y_prev = tl.dot(Ct, tl.trans(s_in))  # (L, P): C_t s_in^T
+    y_prev = tl.dot(Ct, tl.trans(s_in), input_precision=DOT_PREC)  # (L, P): C_t s_in^T
     dcs += ecs * tl.sum(dy.to(tl.float32) * y_prev, axis=1)
     # dB: intra part + exp(cs_L - cs_s) ds_out^T u_s
-    uw = (u.to(tl.float32) * dte[:, None]).to(x.dtype)
-    dB = tl.dot(uw, ds_out, acc=tl.dot(tl.trans(dCB), Ct))  # (L, N)
+    dB = tl.dot(tl.trans(dCB), Ct, input_precision=DOT_PREC)  # (L, N)
+    dB += (dt * dte)[:, None] * tl.dot(x, ds_out, input_precision=DOT_PREC)
     tl.atomic_add(dB_ptr + bc_off, dB, mask=ln_mask, sem="relaxed")
-    dsB = tl.dot(Bt, tl.trans(ds_out))  # (L, P): ds_out B_s
+    dsB = tl.dot(Bt, tl.trans(ds_out), input_precision=DOT_PREC)  # (L, P): ds_out B_s
     du += dte[:, None] * dsB
-    q = dte * tl.sum(u.to(tl.float32) * dsB, axis=1)
+    q = dte * dt * tl.sum(xf * dsB, axis=1)
     dcs -= q
     dcs += tl.where(offs_l == L - 1, end_term + tl.sum(q, axis=0), 0.0)
 

@@ -27,16 +27,16 @@ import torch
 import triton
 from torch import Tensor
 
-from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_fwd_kernel
+from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_dt_kernel, ssd_fwd_kernel
 
 # Launch parameters per kernel (tuned on an H100 by benchmarks/ssd.py; see docs/benchmarks.md).
 # BLOCK_P splits the head dimension of the sequential kernels across programs (more parallelism,
 # the C.B product recomputed per block).
 CONFIG = {
-    "fwd": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
-    "states": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
+    "fwd": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
+    "states": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
     "dstate": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
-    "chunk": {"num_warps": 8, "num_stages": 1},
+    "chunk": {"num_warps": 4, "num_stages": 1},
 }
 
 
@@ -93,8 +93,34 @@ class _DtSource:
             SOFTPLUS=self.softplus,
         )
 
+    @property
+    def is_plain(self) -> bool:
+        return not (self.routed or self.softplus or self.bias is not None or self.dtb is not None)
+
+    def materialize(self, x: Tensor) -> _DtSource:
+        """A plain source holding dt (fp32, (batch, seqlen, nheads)) computed by one small kernel."""
+        if self.is_plain:
+            return self
+        b, t, h, _ = x.shape
+        out = torch.empty(b, t, h, device=x.device, dtype=torch.float32)
+        (dt_t, ids_t, bias_t, dtb_t), strides = self.args(x)
+        block_h = triton.next_power_of_2(h)
+        block_t = max(1, 1024 // block_h)
+        ssd_dt_kernel[(triton.cdiv(t, block_t), b)](
+            dt_t, ids_t, bias_t, dtb_t, out, t, h, *strides,
+            BLOCK_T=block_t, BLOCK_H=block_h, **self.flags(),
+        )
+        return _DtSource(x, out, None, None, None, False)
+
+
+def _dot_prec(x: Tensor) -> str:
+    # fp32 inputs: three tf32 products (hi*hi + hi*lo + lo*hi), fp32-accurate; plain tf32 misses
+    # the 1e-3 bound on y (1.5e-3 measured) and full-fp32 FMA products take minutes to compile
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
 
 def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, store_states=False):
+    """src must be plain (materialized): the sequential kernels read dt, they do not gather."""
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
@@ -114,19 +140,20 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
         *(y.stride() if y is not None else x.stride()),
         L=chunk_size, BLOCK_P=block_p, BLOCK_N=_pow2(n), **src.flags(),
         HAS_D=D is not None, HAS_INIT=init is not None,
-        COMPUTE_Y=compute_y, STORE_FINAL=True, STORE_STATES=store_states,
+        COMPUTE_Y=compute_y, STORE_FINAL=True, STORE_STATES=store_states, DOT_PREC=_dot_prec(x),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return y, final, states
 
 
-def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit):
+def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit):
+    """src: Δ's source (the chunk kernel also needs the pre-softplus value); plain: dt itself."""
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
-    _, _, states = _forward(x, src, A, B, C, D, init, chunk_size, compute_y=False, store_states=True)
-    (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
-    flags = src.flags()
+    _, _, states = _forward(x, plain, A, B, C, D, init, chunk_size, compute_y=False, store_states=True)
+    (dt_t, ids_t, bias_t, dtb_t), dt_strides = plain.args(x)
+    flags = plain.flags()
     dy = dy if dy is not None else torch.zeros_like(x)
 
     dstates = _empty(*states.shape, like=states)
@@ -139,7 +166,7 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
         t, h, p, n, h // g, nchunks,
         *dy.stride(), *dt_strides, *C.stride(),
         L=chunk_size, BLOCK_P=block_p, BLOCK_N=_pow2(n), **flags,
-        HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit,
+        HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit, DOT_PREC=_dot_prec(x),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
 
@@ -149,6 +176,7 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
     dC = torch.zeros_like(dB)
     dA_part = _empty(h, b * nchunks, like=x, dtype=torch.float32)
     dD_part = _empty(h, b * nchunks, like=x, dtype=torch.float32) if D is not None else dA_part
+    (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
     cfg = CONFIG["chunk"]
     ssd_bwd_chunk_kernel[(b * nchunks, h)](
         x, dt_t, ids_t, bias_t, dtb_t, A, B, C, D if D is not None else A,
@@ -156,8 +184,8 @@ def _backward(x, src: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_
         dx, dpre, dB, dC, dA_part, dD_part,
         t, h, p, n, h // g, nchunks, g,
         *x.stride(), *dt_strides, *B.stride(), *C.stride(), *dy.stride(), *dx.stride(),
-        L=chunk_size, BLOCK_P=_pow2(p), BLOCK_N=_pow2(n), **flags, HAS_D=D is not None,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        L=chunk_size, BLOCK_P=_pow2(p), BLOCK_N=_pow2(n), **src.flags(), HAS_D=D is not None,
+        DOT_PREC=_dot_prec(x), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     dA = dA_part.sum(1)
     dD = dD_part.sum(1) if D is not None else None
@@ -174,8 +202,9 @@ class SSDScan(torch.autograd.Function):
         D32 = D.float().contiguous() if D is not None else None
         Bx, Cx = B.to(x.dtype), C.to(x.dtype)
         init = initial_state.float().contiguous() if initial_state is not None else None
-        y, final, _ = _forward(x, src, A32, Bx, Cx, D32, init, chunk_size)
-        ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init)
+        plain = src.materialize(x)
+        y, final, _ = _forward(x, plain, A32, Bx, Cx, D32, init, chunk_size)
+        ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, plain.dt)
         ctx.meta = (chunk_size, softplus, B.dtype, C.dtype, A.dtype, None if D is None else D.dtype)
         ctx.init_dtype = None if initial_state is None else initial_state.dtype
         ctx.set_materialize_grads(False)
@@ -183,12 +212,13 @@ class SSDScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init = ctx.saved_tensors
+        x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, dt_plain = ctx.saved_tensors
         chunk_size, softplus, B_dtype, C_dtype, A_dtype, D_dtype = ctx.meta
         src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
+        plain = _DtSource(x, dt_plain, None, None, None, False)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
         dx, dpre, dA, dB, dC, dD, dinit = _backward(
-            x, src, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None
+            x, src, plain, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None
         )
         if slot_ids is not None:  # scatter the slot gradients back onto the M filter channels
             ddt = torch.zeros(dt.shape, device=dt.device, dtype=torch.float32)

@@ -205,3 +205,25 @@ def test_conv_matches_reference(case, dtype):
     check(f"conv {case} y", y, yr, dtype)
     for name, go, gr in zip(["dx", "dw", "db"], _grads((y,), leaves, (cot,)), _grads((yr,), ref_leaves, (cot,))):
         check(f"conv {case} {name}", go, gr, dtype)
+
+
+@pytest.mark.parametrize("layout", ["tcn", "tnc"])
+def test_selective_scan_forward_layouts(layout, monkeypatch):
+    """Both tile orders of the forward kernel compute the reference (bf16 and fp32, with a backward)."""
+    import kernels.selective_scan.op as op
+
+    monkeypatch.setitem(op.CONFIG, "fwd", dict(BLOCK_T=4, BLOCK_C=64, num_warps=2, layout=layout))
+    gen = torch.Generator(device=DEV).manual_seed(5)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    for dtype in (torch.float32, torch.bfloat16):
+        d = {"u": _leaf(r(2, 301, 200), dtype), "delta": _leaf(F.softplus(r(2, 301, 200) - 1.0), dtype),
+             "A": _leaf(-torch.exp(r(200, 16) * 0.5)), "B": _leaf(r(2, 301, 16), dtype), "C": _leaf(r(2, 301, 16), dtype),
+             "D": _leaf(r(200))}
+        y, fin = op.selective_scan(d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"])
+        ref = {k: v.detach().double().requires_grad_() for k, v in d.items()}
+        yr, fr = selective_scan_chunked(ref["u"], ref["delta"], ref["A"], ref["B"], ref["C"], ref["D"])
+        check(f"ss layout {layout} y", y, yr, dtype)
+        check(f"ss layout {layout} final_state", fin, fr, dtype)
+        cot = (torch.randn_like(yr), torch.randn_like(fr))
+        for k, go, gr in zip(d, _grads((y, fin), list(d.values()), cot), _grads((yr, fr), list(ref.values()), cot)):
+            check(f"ss layout {layout} d{k}", go, gr, dtype)
