@@ -80,21 +80,34 @@ def aux_keys(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
 def plot_loss(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
     """Training loss vs tokens, one line per grid id, in the house colours."""
     with style.style():
-        fig, ax = style.new_figure(6.4, 4.0)
+        fig, ax = style.new_figure(8.0, 4.0)
         key = None
         for gid in style.order_grid(runs):
             key = loss_key(runs[gid].metrics)
             if key is None:
                 continue
             x, y = series(runs[gid].metrics, key)
-            ax.plot(x, y, label=style.grid_label(gid, labels), **style.grid_style(gid))
+            ax.plot(x, y, gid=gid, label=style.grid_label(gid, labels), **style.grid_style(gid))
         ax.set_xlabel("training tokens")
         ax.set_ylabel("training loss" + (" (cross-entropy)" if key and key != "loss" else ""))
         ax.set_title("Training loss")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-        if ax.lines:
-            ax.legend(ncols=2, frameon=False)
+        _legend_outside(fig, [ax])
     return fig
+
+
+def _legend_outside(fig, axes) -> None:
+    """One legend for the figure, right of the axes, so it never hides a curve; each label
+    once (a model drawn in several panels)."""
+    lines: dict[str, Any] = {}  # grid id -> its first line (lines carry their grid id as gid)
+    for ax in axes:
+        for line in ax.get_lines():
+            lines.setdefault(line.get_gid(), line)
+    ordered = [lines[g] for g in style.order_grid(lines)]
+    if ordered:
+        fig.legend(
+            ordered, [ln.get_label() for ln in ordered], loc="outside right upper", frameon=False
+        )
 
 
 def plot_aux(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
@@ -107,7 +120,7 @@ def plot_aux(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
     ]
     with style.style():
         fig, axes = style.new_figure(
-            3.6 * max(1, len(kinds)), 3.4, ncols=max(1, len(kinds)), squeeze=False
+            3.6 * max(1, len(kinds)) + 1.8, 3.4, ncols=max(1, len(kinds)), squeeze=False
         )
         if not kinds:
             axes[0][0].text(
@@ -124,8 +137,10 @@ def plot_aux(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
                     if kind not in key:
                         continue
                     x, y = series(with_aux[gid].metrics, key)
+                    if not (y > 0).any():  # λ = 0 (an ablation) logs zeros: nothing to draw
+                        continue
                     ax.plot(
-                        x, np.abs(y), label=style.grid_label(gid, labels), **style.grid_style(gid)
+                        x, y, gid=gid, label=style.grid_label(gid, labels), **style.grid_style(gid)
                     )
             ax.set_yscale("log")
             ax.set_xlabel("training tokens")
@@ -135,8 +150,7 @@ def plot_aux(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
                 if kind == "balance"
                 else r"$\lambda_2 \mathcal{L}_{diversity}$"
             )
-            if ax.lines:
-                ax.legend(frameon=False)
+        _legend_outside(fig, axes.flat)
         fig.suptitle("HADES auxiliary losses (summed over layers, weighted)")
     return fig
 
