@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import PEAK_BYTES, bench, environment, save, table
+from benchmarks.common import PEAK_BYTES, bench, environment, save, table, warm_gpu
 
 
 def main(argv=None):
@@ -30,6 +30,7 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 - reported in the table
         fla_conv, fla_err = None, f"{type(e).__name__}: {e}"
     b, t = args.batch, args.seqlen
+    warm_gpu()
     rows = []
     for name, ch in (("mamba2", 2304), ("hades", 1280), ("mamba", 2048)):
         x = torch.randn(b, t, ch, device="cuda", dtype=torch.bfloat16)

@@ -33,12 +33,12 @@ for stage in "$@"; do
 import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)
 import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", einops.__version__, \"transformers\", transformers.__version__)"' ;;
     tests) run tests "${TESTS_LIMIT:-300}" env HADES_GPU_TEST_LOG="$JSON_OUT/gpu_test_errors.json" \
-             python3 -m pytest tests/gpu -q -n 8 -p no:cacheprovider -rfE ${TESTS_K:+-k "$TESTS_K"} ;;
-    ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:---sweep} ;;
-    ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:---sweep} ;;
+             python3 -m pytest tests/gpu -v -n 8 -p no:cacheprovider -rfE --durations=12 ${TESTS_K:+-k "$TESTS_K"} ;;
+    ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
+    ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
-    parity) run parity_fla 240 python3 -m benchmarks.parity_fla ;;
-    train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ;;
+    parity) run parity_fla "${PARITY_LIMIT:-240}" python3 -m benchmarks.parity_fla ${PARITY_ARGS:-} ;;
+    train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;

@@ -17,7 +17,16 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import PEAK_BYTES, bench, bench_slow, environment, mufu_rate, save, table
+from benchmarks.common import (
+    PEAK_BYTES,
+    bench,
+    bench_slow,
+    environment,
+    mufu_rate,
+    save,
+    table,
+    warm_gpu,
+)
 
 
 def make_inputs(b, t, c, n, dtype=torch.bfloat16, seed=0):
@@ -88,6 +97,7 @@ def main(argv=None):
     from kernels.selective_scan.reference import selective_scan_chunked, selective_scan_loop
 
     b, t, c, n = args.batch, args.seqlen, args.channels, args.dstate
+    warm_gpu()
     inp = make_inputs(b, t, c, n)
     sweep_log = []
     if args.sweep:

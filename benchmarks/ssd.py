@@ -18,7 +18,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import PEAK_BF16_FLOPS, PEAK_BYTES, bench, environment, save, table
+from benchmarks.common import PEAK_BF16_FLOPS, PEAK_BYTES, bench, environment, save, table, warm_gpu
 
 # mamba_ssm's Triton SSD kernels on the lent H100, bf16, batch 8 x 2048 (DESIGN.md)
 OFFICIAL_MS = {16: {"fwd": 0.42, "fwdbwd": 4.6}, 32: {"fwd": 0.84, "fwdbwd": 3.9}}
@@ -120,6 +120,7 @@ def main(argv=None):
     import kernels.ssd.op as op
 
     b, t, p, n, g = args.batch, args.seqlen, args.headdim, args.dstate, args.groups
+    warm_gpu()
     rows, sweep_log = [], []
     if args.sweep:
         best = sweep(make_inputs(b, t, args.heads[0], p, n, g), sweep_log)

@@ -31,7 +31,7 @@ from .kernel import (
 CONFIG = {
     # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel), see kernel.py
     "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "tcn"},
-    "bwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4},
+    "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
