@@ -52,7 +52,7 @@ def run_one(cfg, batch, seqlen, warmup, steps):
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
     row = {"params_M": n_params / 1e6, "ms_per_step": dt * 1e3, "tokens_per_s": batch * seqlen / dt,
-           "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30, "loss": float(loss)}
+           "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30, "loss": loss.item()}
     return row
 
 
