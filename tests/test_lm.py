@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -162,3 +163,28 @@ def test_bad_config_names_the_key(path, value, key):
 def test_unknown_grid_id():
     with pytest.raises(ConfigError, match="'transformer'.*known: linear_attn"):
         CFG.experiment("transformer")
+
+
+def test_initialisation_follows_each_reference():
+    """fla: N(0, σ) Linear weights; HADES (mamba_ssm): PyTorch default Linear init; mamba2 and
+    HADES: out_proj Kaiming-uniform / sqrt(n_layer) (GPT-2 residual scaling)."""
+    import math
+
+    from hades.config import load_config
+    from hades.models import build_model
+
+    cfg = load_config("config/config.yaml")
+    torch.manual_seed(0)
+    for gid in ("mamba2", "hades", "mamba", "linear_attn"):
+        mc = dataclasses.replace(cfg.experiment(gid).model, d_model=256, n_layer=4)
+        model = build_model(mc, vocab_size=512)
+        mixer = model.layers[0].mixer
+        sigma = mc.initializer_range
+        proj = mixer.in_proj if hasattr(mixer, "in_proj") else mixer.q_proj
+        fan_in = proj.weight.shape[1]
+        expected = 1 / math.sqrt(3 * fan_in) if gid == "hades" else sigma
+        assert abs(proj.weight.std().item() / expected - 1) < 0.1, (gid, proj.weight.std().item(), expected)
+        if gid in ("mamba2", "hades"):
+            w = mixer.out_proj.weight
+            expected = 1 / math.sqrt(3 * w.shape[1]) / math.sqrt(mc.n_layer)
+            assert abs(w.std().item() / expected - 1) < 0.1, (gid, w.std().item(), expected)

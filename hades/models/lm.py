@@ -11,6 +11,7 @@ sampled) decodes with the recurrent state cache, so lm-eval's `HFLM(pretrained=m
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -112,13 +113,32 @@ class HadesForCausalLM(PreTrainedModel):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """The initialisation of the reference each arch follows.
+
+        - fla (linear_attn, retnet, deltanet, mamba, mamba2): Linear and Embedding weights
+          ~ N(0, initializer_range), zero biases.
+        - HADES (the authors' mamba_ssm MixerModel): mixer Linear weights keep PyTorch's default
+          (Kaiming-uniform) init, embeddings ~ N(0, initializer_range), zero biases.
+        - mamba2 and HADES (fla's Mamba2 and mamba_ssm, rescale_prenorm_residual=True): out_proj
+          is re-drawn Kaiming-uniform and scaled by 1/sqrt(n_layer) (GPT-2's residual scheme).
+        Then each mixer initialises its own special parameters (A_log, dt_bias, D, γ, ...).
+        """
         std = self.cfg.initializer_range
+        torch_default_linear = self.cfg.arch == "hades"
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if isinstance(m, nn.Embedding) or (isinstance(m, nn.Linear) and not torch_default_linear):
                 nn.init.normal_(m.weight, std=std)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head.weight, std=std)
         for block in self.layers:
+            if self.cfg.arch in ("mamba2", "hades"):
+                w = block.mixer.out_proj.weight
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+                w /= math.sqrt(self.cfg.n_layer)
             block.mixer.init_weights()
 
     # -- parameter groups --------------------------------------------------------------------
