@@ -38,6 +38,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
     parity) run parity_fla "${PARITY_LIMIT:-240}" python3 -m benchmarks.parity_fla ${PARITY_ARGS:-} ;;
+    profile) run profile_layers 120 python3 -m benchmarks.profile_layers ;;
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
