@@ -151,3 +151,45 @@ def final_outputs(wildcards):
         + analysis_jsons()
         + list(rules.figures.output)
     )
+
+
+# -- data stage (rules in data.smk) ------------------------------------------------------
+from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
+
+DATA_NUM_SHARDS = int(CFG.data.get("num_shards", 1))
+TOKEN_PART = res("data", "tokens", "parts", "{split}-{shard}.json")
+
+
+def data_token_parts():
+    """The per-shard records the manifest gathers: num_shards train shards, one val shard."""
+    return expand(TOKEN_PART, split="train", shard=range(DATA_NUM_SHARDS)) + expand(
+        TOKEN_PART, split="val", shard=[0]
+    )
+
+
+def data_corpus_sources(wildcards):
+    """Local files the corpus reads (data.source text_files), so an edited file reruns it."""
+    if CFG.data["source"] == "text_files":
+        return list(CFG.data.get("text_files") or [])
+    return []
+
+
+def data_tokenizer_inputs(wildcards):
+    """train_bpe learns from the train split; file and hub do not read the corpus."""
+    if CFG.tokenizer["kind"] == "train_bpe":
+        return {"train": f"{CORPUS_DIR}/train.jsonl"}
+    return {}
+
+
+def data_tokenizer_source():
+    """sha256 of tokenizer.path (kind file), a param rather than an input so that a dry run of
+    the paper config works before the file is in place (the job then fails with a clear error).
+    """
+    path = CFG.tokenizer.get("path")
+    if CFG.tokenizer["kind"] == "file" and path and os.path.isfile(path):
+        return sha256_file(path)
+    return None
+
+
+def data_shard_count(wildcards):
+    return DATA_NUM_SHARDS if wildcards.split == "train" else 1
