@@ -2,6 +2,7 @@
 
     kernels/ssd/             Mamba2's state-space dual (scalar decay per head); also HADES's scan
     kernels/selective_scan/  Mamba's S6 selective scan (diagonal decay per channel and state)
+    kernels/conv/            the short causal depthwise conv + SiLU of the mixers
 
 Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like
 the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
