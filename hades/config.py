@@ -242,7 +242,10 @@ def load_config(src: str | Path | Mapping[str, Any], source: str | None = None) 
         except FileNotFoundError as e:
             raise ConfigError(f"{source}: no such config file") from e
         except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: malformed YAML: {e}".splitlines()[0]) from e
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{source}:{where}: malformed YAML: {what}") from e
     else:
         raw = dict(src)
         source = source or "<config>"

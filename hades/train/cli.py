@@ -35,11 +35,18 @@ def setup_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     from hades.config import ConfigError, load_config
 
+    log = logging.getLogger("hades.train")
+    try:  # a bad config or grid id is reported before torch loads (seconds)
+        cfg = load_config(args.config)
+        cfg.experiment(args.model)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+
     from .loop import EXIT_DIVERGED, EXIT_PREEMPTED, Preempted, TrainingDiverged, train
 
-    log = logging.getLogger("hades.train")
     try:
-        train(load_config(args.config), args.model, rule=args.rule)
+        train(cfg, args.model, rule=args.rule)
     except ConfigError as e:
         log.error("%s", e)
         return 2

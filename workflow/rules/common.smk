@@ -14,8 +14,15 @@ Nothing here touches the network or imports torch: `snakemake -n` must stay fast
 
 import dataclasses
 import os
+import sys
 
 from hades.config import ConfigError, config_hash, load_config
+
+
+def config_problem(msg):
+    """Stop while parsing: `error: <msg>` on stderr, exit status 1, before any job starts.
+    (A WorkflowError would end the output with Snakemake's frame lines instead of the reason.)"""
+    sys.exit(f"error: invalid config: {msg}")
 
 
 def _config_sources():
@@ -34,12 +41,23 @@ CONFIG_SOURCE = _config_sources()
 try:
     CFG = load_config(config, source=CONFIG_SOURCE)
 except ConfigError as e:
-    # a clean one-paragraph message instead of a traceback through Snakemake's parser
-    raise WorkflowError(f"invalid config\n{e}") from None
+    config_problem(e)  # one line per problem instead of a traceback through Snakemake's parser
 
 GRID = list(CFG.experiments)
 RESULTS = CFG.results_dir.rstrip("/")
 PASSKEY_MODELS = list(CFG.passkey.get("models", []))
+# inputs the user names in the config: refused here, naming the key, not after training
+if CFG.data["source"] == "text_files":
+    for _f in CFG.data.get("text_files") or []:
+        if not os.path.isfile(_f):
+            config_problem(f"{CONFIG_SOURCE}: data.text_files: no such file: {_f}")
+if PASSKEY_MODELS and CFG.passkey.get("max_length") is not None:
+    for _length in CFG.passkey.get("lengths", []):
+        if _length > CFG.passkey["max_length"]:  # the wording of hades.eval.passkey.check_lengths
+            config_problem(
+                f"{CONFIG_SOURCE}: passkey length {_length} exceeds passkey.max_length "
+                f"{CFG.passkey['max_length']}; raise passkey.max_length or drop the length"
+            )
 ANALYSIS_MODELS = list(CFG.analysis.get("models", []))
 
 

@@ -32,7 +32,7 @@ try:
                 f"eval.sources.{_task}: no converter for this task; known: {', '.join(PAPER_TASKS)}"
             )
 except EvalTaskError as e:
-    raise WorkflowError(f"invalid config\n{CONFIG_SOURCE}: {e}") from None
+    config_problem(f"{CONFIG_SOURCE}: {e}")
 # inputs of lm_eval that the DAG produces (user-managed eval.local_data paths are not inputs:
 # a missing one fails the job with a one-line message naming the key)
 EVAL_DATA_INPUTS = {
