@@ -17,11 +17,13 @@ import os
 import sys
 
 from hades.config import ConfigError, config_hash, load_config
+from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
 
 
 def config_problem(msg):
     """Stop while parsing: `error: <msg>` on stderr, exit status 1, before any job starts.
-    (A WorkflowError would end the output with Snakemake's frame lines instead of the reason.)"""
+    (A WorkflowError would end the output with Snakemake's frame lines instead of the reason.)
+    """
     sys.exit(f"error: invalid config: {msg}")
 
 
@@ -41,7 +43,9 @@ CONFIG_SOURCE = _config_sources()
 try:
     CFG = load_config(config, source=CONFIG_SOURCE)
 except ConfigError as e:
-    config_problem(e)  # one line per problem instead of a traceback through Snakemake's parser
+    config_problem(
+        e
+    )  # one line per problem instead of a traceback through Snakemake's parser
 
 GRID = list(CFG.experiments)
 RESULTS = CFG.results_dir.rstrip("/")
@@ -53,7 +57,9 @@ if CFG.data["source"] == "text_files":
             config_problem(f"{CONFIG_SOURCE}: data.text_files: no such file: {_f}")
 if PASSKEY_MODELS and CFG.passkey.get("max_length") is not None:
     for _length in CFG.passkey.get("lengths", []):
-        if _length > CFG.passkey["max_length"]:  # the wording of hades.eval.passkey.check_lengths
+        if (
+            _length > CFG.passkey["max_length"]
+        ):  # the wording of hades.eval.passkey.check_lengths
             config_problem(
                 f"{CONFIG_SOURCE}: passkey length {_length} exceeds passkey.max_length "
                 f"{CFG.passkey['max_length']}; raise passkey.max_length or drop the length"
@@ -172,7 +178,6 @@ def final_outputs(wildcards):
 
 
 # -- data stage (rules in data.smk) ------------------------------------------------------
-from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
 
 DATA_NUM_SHARDS = int(CFG.data.get("num_shards", 1))
 TOKEN_PART = res("data", "tokens", "parts", "{split}-{shard}.json")
