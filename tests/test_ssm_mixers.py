@@ -174,6 +174,24 @@ def test_router_scores_learn_only_through_the_balance_loss():
     assert mixer.out_proj.weight.grad is None, "L_balance must not reach past the router"
 
 
+def test_router_scores_equal_h_proj_of_the_explicit_spectral_residual():
+    """The parallel forward folds the prefix mean into W_r u (`_router_from_u`); that must be
+    the paper's h_proj([r_t || dt_raw_t]) with r_t = u_t - mean(u_1..u_t) formed explicitly."""
+    cfg = small_cfg("hades")
+    torch.manual_seed(0)
+    mixer = HadesMixer(cfg, 0).double()
+    randomize_(mixer)
+    u = torch.randn(2, 23, cfg.d_model, dtype=torch.float64) + 3.0  # a large mean: the cancellation case
+    dt_raw = torch.randn(2, 23, cfg.n_filters, dtype=torch.float64)
+    r = u - torch.cumsum(u, dim=1) / torch.arange(1, 24, dtype=torch.float64)[:, None]
+    expect = mixer.h_proj(torch.cat([r, dt_raw], dim=-1))
+    got = mixer._router_from_u(u) + torch.nn.functional.linear(dt_raw, mixer._router_weights()[1])
+    torch.testing.assert_close(got, expect, rtol=1e-12, atol=1e-12)
+    _, _, ids, scores = mixer._route(mixer._router_from_u(u), dt_raw)
+    torch.testing.assert_close(scores, expect[..., : cfg.n_candidates], rtol=1e-12, atol=1e-12)
+    assert torch.equal(ids[..., : cfg.n_experts], torch.topk(expect[..., : cfg.n_candidates], cfg.n_experts).indices)
+
+
 @pytest.mark.parametrize("lambda_balance, expect_grad", [(0.0, False), (1e-3, True)])
 def test_lm_router_gradient_follows_lambda_balance(lambda_balance, expect_grad):
     cfg = small_cfg("hades", lambda_balance=lambda_balance)

@@ -25,7 +25,9 @@ Steps (u: (batch, seqlen, D)):
   2. causal depthwise conv (d_conv) + SiLU over [x, B, C]
   3. r_t = u_t - mean(u_1..u_t), the prefix mean including t (also in `step`: the authors'
      decode path divides the sum of the previous tokens by t - 1, a bug not reproduced here)
-  4. [s_t, b_t] = h_proj([r_t || dt_raw_t]), Linear(D + M -> E + Q, no bias)
+  4. [s_t, b_t] = h_proj([r_t || dt_raw_t]), Linear(D + M -> E + Q, no bias), in fp32; the
+     parallel forward computes W_r r_t as the prefix-centred W_r u_t (r is linear in u), so the
+     prefix mean runs over E + Q channels instead of D (`_router_from_u`)
   5. slot ids = [top-Q(s_t), E .. M-1]; top-k passes no gradient, so s_t learns only through
      L_balance
   6. Δ_j = softplus(dt_raw[id_j] + dt_bias + γ_j b_t,j) for expert slots, without γ b for
@@ -159,17 +161,41 @@ class HadesMixer(Mixer):
         C = rearrange(C, "... (g n) -> ... g n", g=self.n_groups)
         return x, B, C
 
-    # -- steps 4-6: router and Δ ------------------------------------------------------------------
-    def _route(self, r: Tensor, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """r: (..., D) spectral residual, dt_raw: (..., M) ->
+    # -- steps 3-6: router and Δ ------------------------------------------------------------------
+    def _router_weights(self) -> tuple[Tensor, Tensor]:
+        """h_proj's weight split by input: W_r (E + Q, D) reads r_t, W_dt (E + Q, M) reads dt_raw."""
+        return self.h_proj.weight.split([self.cfg.d_model, self.n_filters], dim=1)
+
+    def _router_from_u(self, u: Tensor) -> Tensor:
+        """u: (B, T, D) -> W_r r_t, (B, T, E + Q) fp32, r_t = u_t - mean(u_1..u_t) (step 3).
+
+        r_t is linear in u, so W_r r_t = v_t - mean(v_1..v_t) with v = W_r u: the prefix mean
+        runs over the E + Q router outputs instead of the D model channels (a cumsum over time of
+        a (B, T, D) fp32 tensor was HADES's largest single GPU cost, docs/benchmarks.md). Same
+        function as h_proj(r) up to fp32 rounding; computed in fp32 outside autocast, so the
+        cancellation in u_t - mean is not rounded to bf16 first. `step` forms r_t explicitly
+        (tests/test_lm.py: decoding == this parallel form)."""
+        W_r, _ = self._router_weights()
+        t, ct = u.shape[1], torch.promote_types(u.dtype, torch.float32)  # fp64 stays fp64
+        with torch.autocast(u.device.type, enabled=False):
+            v = F.linear(u.to(ct), W_r.to(ct))
+            count = torch.arange(1, t + 1, device=u.device, dtype=ct)
+            return v - torch.cumsum(v, dim=1) / count[:, None]
+
+    def _route(self, r_proj: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """r_proj: (..., E + Q) = W_r r_t (None when Q = 0), dt_raw: (..., M) ->
         delta (..., H) fp32, delta_no_bias (..., H) fp32 (Δ without γ b), ids (..., H) int64
-        (slot order: Q experts, then S shared), scores (..., E) or None when Q = 0."""
+        (slot order: Q experts, then S shared), scores (..., E) fp32 or None when Q = 0."""
         Q, S = self.n_experts, self.n_shared
         shared = self.shared_ids(dt_raw.device).expand(*dt_raw.shape[:-1], S)
         scores, bias = None, None
         if Q > 0:
-            router_in = torch.cat([r.to(dt_raw.dtype), dt_raw], dim=-1)
-            scores, bias = torch.split(self.h_proj(router_in), [self.n_candidates, Q], dim=-1)
+            # [s_t, b_t] = h_proj([r_t || dt_raw_t]) = W_r r_t + W_dt dt_raw_t, in fp32
+            _, W_dt = self._router_weights()
+            ct = torch.promote_types(r_proj.dtype, torch.float32)
+            with torch.autocast(dt_raw.device.type, enabled=False):
+                router = r_proj.to(ct) + F.linear(dt_raw.to(ct), W_dt.to(ct))
+            scores, bias = torch.split(router, [self.n_candidates, Q], dim=-1)
             experts = torch.topk(scores, Q, dim=-1).indices  # indices: no gradient flows
             ids = torch.cat([experts, shared], dim=-1)
         else:
@@ -192,12 +218,9 @@ class HadesMixer(Mixer):
         xBC, conv_state = self.conv(xBC, return_state=return_state)  # step 2
         x, B, C = self._ssm_inputs(xBC)
 
-        # step 3: prefix mean including t, in fp32 (the same sums `step` accumulates).
-        u_cum = torch.cumsum(u.float(), dim=1)
-        count = torch.arange(1, t + 1, device=u.device, dtype=torch.float32)
-        r = u.float() - u_cum / count[:, None]
-
-        delta, delta_no_bias, ids, scores = self._route(r, dt_raw)  # steps 4-6
+        # step 3 (prefix mean including t, fp32) folded into the router's input projection
+        r_proj = self._router_from_u(u) if self.n_experts > 0 else None
+        delta, delta_no_bias, ids, scores = self._route(r_proj, dt_raw)  # steps 4-6
         delta = self.hook_delta(delta)
         self.hook_delta_no_bias(delta_no_bias)
         self.hook_routing(ids)
@@ -219,7 +242,7 @@ class HadesMixer(Mixer):
             state = {
                 "conv": conv_state,
                 "ssm": ssm_state,
-                "u_sum": u_cum[:, -1] if t > 0 else u.new_zeros(b, u.shape[-1], dtype=torch.float32),
+                "u_sum": u.float().sum(dim=1),
                 "n_tokens": torch.full((b,), t, device=u.device, dtype=torch.int64),
             }
         return MixerOutput(out, aux, state)
@@ -245,7 +268,11 @@ class HadesMixer(Mixer):
         u_sum = state["u_sum"] + u.float()
         n_tokens = state["n_tokens"] + 1
         r = u.float() - u_sum / n_tokens[:, None].float()
-        delta, _, _, _ = self._route(r, dt_raw)
+        r_proj = None
+        if self.n_experts > 0:
+            with torch.autocast(u.device.type, enabled=False):
+                r_proj = F.linear(r, self._router_weights()[0].float())
+        delta, _, _, _ = self._route(r_proj, dt_raw)
         A = -torch.exp(self.A_log.float())
         y, ssm_state = ssd_step(state["ssm"], x, delta, A, B, C, self.D.float())
         y = self.norm(rearrange(y, "b h p -> b (h p)"), z)
