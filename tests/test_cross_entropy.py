@@ -1,0 +1,191 @@
+"""Fused cross-entropy (kernels/cross_entropy), on the CPU.
+
+- reference == F.cross_entropy(reduction="mean", ignore_index=-100): loss and logits gradient,
+  fp32 and fp64, ignored rows, every row ignored (NaN loss, zero gradient), strided logits, and
+  bf16 logits against F.cross_entropy(logits.float()) (what the LM computed before);
+- the public entry point runs the reference on CPU tensors;
+- the Triton kernel == the fp64 reference in Triton's CPU interpreter, on small shapes (V not a
+  power of 2, a tail block, full blocks only, row-strided and column-strided logits, NaN-poisoned
+  outputs). Skipped where Triton is not installed (CI). The interpreter has to be chosen before
+  Triton's `jit` wraps the kernel, so this part runs in a subprocess with TRITON_INTERPRET=1:
+  `python tests/test_cross_entropy.py` (the same checks, printed as JSON).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.cross_entropy import cross_entropy, cross_entropy_ref
+from kernels.cross_entropy.reference import cross_entropy_rows_ref
+
+REPO = Path(__file__).resolve().parents[1]
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors on a loaded 2-core machine: a second intra-op thread only adds overhead."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _rel(a, b) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _inputs(n, v, mode, seed=0, dtype=torch.float32, ignore_index=-100):
+    gen = torch.Generator().manual_seed(seed)
+    x = (3 * torch.randn(n, v, generator=gen)).to(dtype)
+    y = torch.randint(0, v, (n,), generator=gen)
+    if mode == "ignored":
+        y[torch.rand(n, generator=gen) < 0.3] = ignore_index
+    elif mode == "all_ignored":
+        y[:] = ignore_index
+    return x, y
+
+
+def _loss_and_grad(fn, x, y, upstream=0.7, **kw):
+    x = x.detach().requires_grad_()
+    loss = fn(x, y, **kw)
+    (loss * upstream).backward()
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("mode", ["plain", "ignored", "all_ignored"])
+@pytest.mark.parametrize("shape", [(37, 1000), (5, 50277), (1, 7)], ids=lambda s: "x".join(map(str, s)))
+def test_reference_matches_torch(shape, mode, dtype):
+    x, y = _inputs(*shape, mode, dtype=dtype)
+    loss, grad = _loss_and_grad(cross_entropy_ref, x, y)
+    loss_t, grad_t = _loss_and_grad(F.cross_entropy, x, y, ignore_index=-100)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    if mode == "all_ignored":
+        assert torch.isnan(loss) and torch.isnan(loss_t), f"every row ignored: NaN like F.cross_entropy, got {loss} vs {loss_t}"
+        assert (grad == 0).all() and (grad_t == 0).all(), "every row ignored: zero gradient like F.cross_entropy"
+        return
+    assert _rel(loss, loss_t) <= TOL[dtype], f"loss {loss.item()} vs F.cross_entropy {loss_t.item()}"
+    assert _rel(grad, grad_t) <= TOL[dtype], f"grad rel err {_rel(grad, grad_t):.2e}"
+
+
+def test_reference_other_ignore_index_and_strided_logits():
+    """A row stride (the LM's logits are a slice of the padded vocabulary) and ignore_index=0."""
+    x, y = _inputs(20, 301, "plain", seed=1)
+    wide = torch.randn(20, 320, dtype=torch.float64)
+    wide[:, :301] = x.double()
+    xs = wide[:, :301]
+    y[::3] = 0
+    loss, grad = _loss_and_grad(cross_entropy_ref, xs, y, ignore_index=0)
+    loss_t, grad_t = _loss_and_grad(F.cross_entropy, xs, y, ignore_index=0)
+    assert _rel(loss, loss_t) <= 1e-12 and _rel(grad, grad_t) <= 1e-12
+
+
+def test_public_entry_bf16_on_cpu_matches_float_cross_entropy():
+    """On the CPU the entry point is the reference; bf16 logits give what the LM computed with
+    F.cross_entropy(logits.float()): an fp32 loss, a bf16 gradient."""
+    x, y = _inputs(64, 1000, "ignored", seed=2, dtype=torch.bfloat16)
+    loss, grad = _loss_and_grad(cross_entropy, x, y)
+    loss_t, grad_t = _loss_and_grad(lambda x, y: F.cross_entropy(x.float(), y), x, y)
+    assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    assert _rel(loss, loss_t) <= 1e-6, f"loss {loss.item()} vs {loss_t.item()}"
+    assert _rel(grad, grad_t) <= 1e-2, f"grad rel err {_rel(grad, grad_t):.2e} (bf16 rounding)"
+
+
+# -- the Triton kernel in the CPU interpreter -----------------------------------------------
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+# (name, rows, vocab, dtype, layout, BLOCK_V or None for CONFIG's)
+INTERPRETER_CASES = [
+    ("tail_only", 37, 1000, "float32", "contiguous", None),
+    ("full_and_tail", 3, 50277, "float32", "contiguous", None),
+    ("full_and_tail_bf16", 3, 50277, "bfloat16", "contiguous", None),
+    ("full_only", 8, 2048, "float32", "contiguous", None),
+    ("small_blocks_row_stride", 9, 1000, "float32", "row_stride", 256),
+    ("small_blocks_bf16_row_stride", 9, 1000, "bfloat16", "row_stride", 256),
+    ("col_stride", 6, 777, "float32", "col_stride", 128),
+]
+TRITON_TOL = {"float32": (1e-5, 1e-5), "bfloat16": (1e-3, 1e-2)}  # (loss, grad), relative
+
+
+def _interpreter_checks() -> list[dict]:
+    """Run in a process with TRITON_INTERPRET=1. Each case: loss, per-row loss and lse, and the
+    gradient under an upstream 0.7 against the fp64 reference on the same (rounded) logits."""
+    from kernels.cross_entropy import op
+
+    op.POISON_OUTPUTS = True
+    out = []
+    for name, n, v, dt, layout, block in INTERPRETER_CASES:
+        op.CONFIG["BLOCK_V"] = block or 4096
+        dtype = getattr(torch, dt)
+        x, y = _inputs(n, v, "ignored", seed=len(out), dtype=dtype)
+        y[0] = 5  # at least one valid row
+        if layout == "row_stride":
+            x = torch.cat([x, torch.full((n, 19), float("nan"), dtype=dtype)], 1)[:, :v]
+        elif layout == "col_stride":
+            x = torch.stack([x, torch.full_like(x, float("nan"))], -1).flatten(1)[:, ::2]
+        loss, grad = _loss_and_grad(op.cross_entropy, x, y)
+        loss_r, grad_r = _loss_and_grad(cross_entropy_ref, x.double(), y)
+        rows, lse, _, _ = op.cross_entropy_rows(x, y)
+        rows_r, lse_r = cross_entropy_rows_ref(x.double(), y)
+        with torch.no_grad():
+            loss_ng = op.cross_entropy(x, y)
+        tl, tg = TRITON_TOL[dt]
+        out += [
+            {"name": f"{name} loss", "err": _rel(loss, loss_r), "tol": tl},
+            {"name": f"{name} loss_rows", "err": _rel(rows, rows_r), "tol": tl},
+            {"name": f"{name} lse", "err": _rel(lse, lse_r), "tol": tl},
+            {"name": f"{name} no_grad loss == loss", "err": _rel(loss_ng, loss), "tol": 0.0},
+            {"name": f"{name} grad", "err": _rel(grad, grad_r), "tol": tg},
+            {"name": f"{name} grad dtype", "err": float(grad.dtype != dtype or loss.dtype != torch.float32), "tol": 0.0},
+            {"name": f"{name} ignored rows: zero grad", "err": grad[y == -100].abs().sum().item(), "tol": 0.0},
+        ]
+    op.CONFIG["BLOCK_V"] = 4096
+
+    x, y = _inputs(4, 300, "all_ignored", seed=9)
+    loss, grad = _loss_and_grad(op.cross_entropy, x, y)
+    out.append({"name": "all ignored: NaN loss, zero grad", "err": float(not (torch.isnan(loss) and (grad == 0).all())), "tol": 0.0})
+    x, y = _inputs(4, 300, "plain", seed=10)
+    y[2] = 300
+    rows, _, _, _ = op.cross_entropy_rows(x, y)
+    out.append({"name": "label out of range: NaN row loss", "err": float(not (torch.isnan(rows[2]) and torch.isfinite(rows[[0, 1, 3]]).all())), "tol": 0.0})
+    xs = x.detach().requires_grad_()
+    loss = op.cross_entropy(xs, y.clamp(max=299))
+    loss.backward(retain_graph=True)
+    try:
+        loss.backward()
+        refused = False
+    except RuntimeError:
+        refused = True
+    out.append({"name": "second backward through the graph refused", "err": float(not refused), "tol": 0.0})
+    return out
+
+
+@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+def test_triton_kernel_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(results) == 7 * len(INTERPRETER_CASES) + 3
+    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
+    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
+    torch.set_num_threads(1)
+    results = _interpreter_checks()
+    for c in results:
+        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
+    print(json.dumps(results))
