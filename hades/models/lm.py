@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 from transformers.modeling_outputs import CausalLMOutput
 
 from hades.config import ModelConfig, check_model
+from kernels.cross_entropy import cross_entropy, cross_entropy_ref
 
 from .layers import RMSNorm, ShortConv, SwiGLU
 from .mixers import build_mixer
@@ -185,9 +186,13 @@ class HadesForCausalLM(PreTrainedModel):
         aux_weighted = {k: weights.get(k, 1.0) * v for k, v in aux_total.items()}
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+            # position t predicts labels[t + 1] and the last one nothing (-100): shifting the labels
+            # rather than slicing the logits keeps the (B*T, vocab) rows a view of the logits (no
+            # copy of the largest activation); the fused op accumulates bf16 logits in fp32 and
+            # follows the model's kernel switch like the mixers
+            ce = cross_entropy if self.cfg.kernel == "auto" else cross_entropy_ref
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+            loss = ce(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
             for v in aux_weighted.values():
                 loss = loss + v
         return LMOutput(loss=loss, logits=logits, aux_losses=aux_weighted, state=states)
