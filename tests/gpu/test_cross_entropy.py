@@ -1,0 +1,197 @@
+"""Fused cross-entropy (kernels/cross_entropy) on the GPU: the Triton op vs the fp64 reference on
+the same (rounded) logits, loss, per-row loss and lse, and the logits gradient under an upstream
+gradient other than 1; fp32 and bf16 logits, ignored rows, NaN-poisoned outputs, strided logits,
+every row ignored, no rows, more than 2^31 logits; and the LM's loss through the op == the loss
+through F.cross_entropy(logits.float()) (what it was), forward and every parameter gradient.
+
+Tolerances (relative, L2): fp32 loss and grad <= 1e-5 (no matrix products: only exp/log
+rounding); bf16 logits: loss <= 1e-3 (fp32 accumulation of exact bf16 inputs), grad <= 1e-2
+(the gradient is stored in bf16: one rounding, two when the upstream gradient is not a power
+of 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.cross_entropy.reference import cross_entropy_ref, cross_entropy_rows_ref
+
+from ._tol import RECORD, rel_err
+
+DEV = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-3, 1e-2)}  # (loss, grad)
+UPSTREAM = 0.37
+
+
+@pytest.fixture(autouse=True)
+def _poison_ce_outputs(monkeypatch):
+    """As conftest's _poison_outputs, for this op: every output buffer starts as NaN."""
+    if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
+        return
+    import kernels.cross_entropy.op as op
+
+    monkeypatch.setattr(op, "POISON_OUTPUTS", True)
+
+
+def _check(name: str, out, ref, tol: float, dtype) -> float:
+    err = rel_err(out, ref)
+    RECORD.append({"name": name, "dtype": str(dtype).replace("torch.", ""), "err": err, "tol": tol})
+    assert err <= tol, f"{name}: relative error {err:.3e} > tolerance {tol:.1e} ({dtype})"
+    return err
+
+
+def _inputs(n, v, dtype, seed=0, ignored=0.1, scale=3.0, offset=0.0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    x = (scale * torch.randn(n, v, device=DEV, generator=gen) + offset).to(dtype)
+    y = torch.randint(0, v, (n,), device=DEV, generator=gen)
+    y[torch.rand(n, device=DEV, generator=gen) < ignored] = -100
+    y[0] = v - 1  # the last column: in the tail block
+    return x, y
+
+
+def _loss_grad(fn, x, y, upstream=UPSTREAM):
+    x = x.detach().requires_grad_()
+    loss = fn(x, y)
+    (loss * upstream).backward()
+    return loss.detach(), x.grad
+
+
+def _compare(tag, x, y):
+    """Our op vs the fp64 reference on the same logits: loss, rows, lse, grad."""
+    from kernels.cross_entropy.op import cross_entropy, cross_entropy_rows
+
+    dtype = x.dtype
+    tl, tg = TOL[dtype]
+    loss, grad = _loss_grad(cross_entropy, x, y)
+    loss_r, grad_r = _loss_grad(cross_entropy_ref, x.double(), y)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype and grad.shape == x.shape
+    _check(f"ce {tag} loss", loss, loss_r, tl, dtype)
+    _check(f"ce {tag} grad", grad, grad_r, tg, dtype)
+    rows, lse, _, _ = cross_entropy_rows(x, y)
+    rows_r, lse_r = cross_entropy_rows_ref(x.double(), y)
+    _check(f"ce {tag} loss_rows", rows, rows_r, tl, dtype)
+    _check(f"ce {tag} lse", lse, lse_r, tl, dtype)
+    assert (grad[y == -100] == 0).all(), f"{tag}: ignored rows must get an all-zero gradient"
+    with torch.no_grad():  # the path that writes no gradient
+        assert torch.equal(cross_entropy(x, y), loss), f"{tag}: no-grad loss differs from the training loss"
+
+
+@pytest.mark.parametrize("n", [1, 37, 4096])
+@pytest.mark.parametrize("v", [1000, 32000, 50277])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cross_entropy_matches_reference(n, v, dtype):
+    x, y = _inputs(n, v, dtype, seed=n + v)
+    _compare(f"{n}x{v}", x, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["row_stride", "col_stride", "lm_view", "shifted"])
+def test_cross_entropy_layouts(layout, dtype):
+    """Strided logits: a slice of a padded vocabulary (row stride 50288, the full blocks load
+    vectorised), a column stride (copied), the LM's (B, T, padded V)[..., :V].flatten(0, 1) view;
+    and logits far from 0 (the online max keeps exp in range)."""
+    v = 50277
+    x, y = _inputs(300, v, dtype, seed=7, offset=100.0 if layout == "shifted" else 0.0)
+    if layout == "row_stride":
+        x = torch.cat([x, torch.full((300, 11), float("nan"), device=DEV, dtype=dtype)], 1)[:, :v]
+        assert x.stride() == (50288, 1)
+    elif layout == "col_stride":
+        x = torch.stack([x, torch.full_like(x, float("nan"))], -1).flatten(1)[:, ::2]
+    elif layout == "lm_view":
+        padded = torch.full((3, 100, 50288), float("nan"), device=DEV, dtype=dtype)
+        padded[..., :v] = x.reshape(3, 100, v)
+        x = padded[..., :v].flatten(0, 1)
+        assert x.data_ptr() == padded.data_ptr(), "the LM's rows must be a view, not a copy"
+    _compare(layout, x, y)
+
+
+def test_cross_entropy_edge_cases():
+    """Every row ignored: NaN loss as F.cross_entropy, and a zero gradient; no rows: NaN;
+    int32 labels; a label out of range: NaN (no out-of-bounds read); a second backward through
+    the same graph is refused (the first scaled the saved gradient in place)."""
+    from kernels.cross_entropy.op import cross_entropy, cross_entropy_rows
+
+    x, y = _inputs(64, 1000, torch.bfloat16, seed=3)
+    y_all = torch.full_like(y, -100)
+    loss, grad = _loss_grad(cross_entropy, x, y_all)
+    loss_t, _ = _loss_grad(lambda x, y: F.cross_entropy(x.float(), y, ignore_index=-100), x, y_all)
+    assert torch.isnan(loss) and torch.isnan(loss_t), f"every row ignored: {loss} vs F.cross_entropy {loss_t}"
+    assert (grad == 0).all(), "every row ignored: a zero gradient (each row's is)"
+
+    empty = torch.empty(0, 1000, device=DEV, dtype=torch.bfloat16)
+    e_loss, e_grad = _loss_grad(cross_entropy, empty, torch.empty(0, dtype=torch.long, device=DEV))
+    assert torch.isnan(e_loss) and e_grad.shape == (0, 1000)
+
+    loss32, grad32 = _loss_grad(cross_entropy, x, y.int())
+    loss64, grad64 = _loss_grad(cross_entropy, x, y)
+    assert torch.equal(loss32, loss64) and torch.equal(grad32, grad64), "int32 labels == int64 labels"
+
+    y_bad = y.clone()
+    y_bad[5] = 1000
+    rows, _, _, _ = cross_entropy_rows(x, y_bad)
+    assert torch.isnan(rows[5]) and not torch.isnan(rows[torch.arange(64, device=DEV) != 5]).any()
+
+    xs = x.detach().requires_grad_()
+    loss = cross_entropy(xs, y)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError):
+        loss.backward()
+
+
+def test_cross_entropy_more_than_2_31_logits():
+    """45,000 x 50,277 bf16 (2.26e9 elements): row offsets need int64. The last rows against the
+    reference (an fp64 reference of the whole would take 18 GB)."""
+    if DEV != "cuda":
+        pytest.skip("too large for the interpreter")
+    from kernels.cross_entropy.op import cross_entropy_rows
+
+    n, v = 45_000, 50_277
+    x = torch.randn(n, v, device=DEV, dtype=torch.bfloat16)
+    y = torch.randint(0, v, (n,), device=DEV)
+    rows, lse, n_valid, grad = cross_entropy_rows(x, y, write_grad=True)
+    tail = slice(n - 64, n)
+    rows_r, lse_r = cross_entropy_rows_ref(x[tail].double(), y[tail])
+    _check("ce 2^31 tail loss_rows", rows[tail], rows_r, 1e-3, torch.bfloat16)
+    grad_r = torch.softmax(x[tail].double(), -1)
+    grad_r[torch.arange(64, device=DEV), y[tail]] -= 1
+    _check("ce 2^31 tail grad", grad[tail], grad_r / n, 1e-2, torch.bfloat16)
+    assert n_valid.item() == n
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16_autocast"])
+def test_lm_loss_matches_torch_cross_entropy(precision):
+    """A tiny LM (vocab 1000, padded to 1008: the logits are a strided view): the loss of
+    model(ids, labels=ids) through the fused op == F.cross_entropy on the shifted logits in fp32
+    (the former code) + the aux losses, and so are the gradients of every parameter."""
+    if DEV != "cuda":
+        pytest.skip("needs CUDA")
+    from hades.config import ModelConfig
+    from hades.models import build_model
+
+    cfg = dataclasses.replace(ModelConfig(), vocab_size=1000, n_layer=2, d_model=128, kernel="auto")
+    torch.manual_seed(0)
+    model = build_model(cfg).cuda()
+    ids = torch.randint(0, 1000, (2, 301), device=DEV)
+    labels = ids.clone()
+    labels[0, 50:60] = -100
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16_autocast"):
+        out = model(ids, labels=labels)
+    assert out.logits.stride(-2) == 1008, "the test means the padded (strided) logits"
+    ref = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    ref = ref + sum(out.aux_losses.values())
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    tl, tg = (1e-5, 1e-4) if precision == "fp32" else (1e-3, 1e-2)
+    _check(f"lm {precision} loss", out.loss, ref, tl, dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ours = torch.autograd.grad(out.loss, params, retain_graph=True, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for name, go, gr in zip(names, g_ours, g_ref):
+        assert (go is None) == (gr is None), f"{name}: gradient present in one loss only"
+        if gr is not None and gr.norm() > 0:
+            _check(f"lm {precision} d{name}", go, gr, tg, dtype)
