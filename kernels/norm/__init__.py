@@ -1,0 +1,53 @@
+"""RMS norms of the language models, fused: RMSNorm and Mamba2's gated RMSNorm(y * silu(z)).
+
+    from kernels.norm import rms_norm, gated_rms_norm
+    out = rms_norm(x, weight, eps)                           # x (..., dim), weight (dim,)
+    out = gated_rms_norm(y, z, weight, eps, group_size)      # y, z (..., dim), groups of group_size
+
+Triton on CUDA for fp32 / bf16 / fp16 tensors (`op.py`: one kernel forward, one backward,
+fp32 statistics), the plain-torch reference (`reference.py`, the math of
+`hades.models.layers.RMSNorm` / `GatedRMSNorm`) elsewhere, for fp64, and for rows longer than
+`op.MAX_GROUP`. The output has the dtype of x (of y), also under autocast with an fp32 weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .reference import gated_rms_norm_ref, rms_norm_ref
+
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _op(tensors: tuple[Tensor, ...], group_size: int):
+    """kernels.norm.op when every tensor is a CUDA tensor of a Triton dtype and Triton imports."""
+    if not all(t.is_cuda and t.dtype in _TRITON_DTYPES for t in tensors):
+        return None
+    try:
+        from . import op
+    except ImportError:
+        return None
+    return op if group_size <= op.MAX_GROUP else None
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+    """x (..., dim), any leading dims and strides; weight (dim,) -> x / sqrt(mean(x^2) + eps) *
+    weight, (..., dim) in x's dtype; statistics in fp32 (fp64 for fp64 inputs)."""
+    op = _op((x, weight), x.shape[-1])
+    if op is not None:
+        return op.rms_norm(x, weight, eps)
+    return rms_norm_ref(x, weight, eps)
+
+
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None) -> Tensor:
+    """y, z (..., dim), any leading dims and strides, dtypes may differ; weight (dim,) ->
+    h / sqrt(mean_group(h^2) + eps) * weight with h = y * silu(z) and the mean over each group of
+    group_size consecutive channels (None = dim), (..., dim) in y's dtype; fp32 statistics."""
+    op = _op((y, z, weight), group_size or y.shape[-1])
+    if op is not None:
+        return op.gated_rms_norm(y, z, weight, eps, group_size)
+    return gated_rms_norm_ref(y, z, weight, eps, group_size)
+
+
+__all__ = ["gated_rms_norm", "gated_rms_norm_ref", "rms_norm", "rms_norm_ref"]

@@ -1,0 +1,134 @@
+"""Autograd op and public functions of the fused Triton RMS norms; `kernel.py`.
+
+    rms_norm(x, weight, eps)                        -> out
+    gated_rms_norm(y, z, weight, eps, group_size)   -> out
+
+x, y, z (..., dim) in fp32 / bf16 / fp16, any strides (rows with a unit column stride are read
+in place, e.g. z sliced out of a projection; others cost a copy); weight (dim,) in any of
+those dtypes -> out (..., dim) contiguous in x's (y's) dtype. fp32 arithmetic. Same functions
+as `reference.rms_norm_ref` and `reference.gated_rms_norm_ref`; gradients dx, dz in the
+dtypes of x, z and dweight in the weight's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from .kernel import norm_bwd_kernel, norm_fwd_kernel
+
+# FWD_TILE / BWD_TILE: elements (rows x next_power_of_2(group)) of one program's tile; a row is
+# never split, so a tile holds at least one row. BWD_PROGRAMS_PER_SM: backward programs per SM
+# (each one a partial dweight row). benchmarks/norm.py --sweep times other choices.
+CONFIG = {"FWD_TILE": 4096, "FWD_WARPS": 8, "BWD_TILE": 4096, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 4}
+MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the public entry falls back above
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Tests set this to fill every output buffer with NaN before the kernels write it, so a row or
+# partial sum that a kernel fails to write shows up as NaN instead of stale memory.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """(..., dim) -> (M, dim) with a unit column stride: a view when the strides allow it."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def _block_m(tile: int, block_d: int, m: int) -> int:
+    return max(1, min(tile // block_d, triton.next_power_of_2(max(m, 1))))
+
+
+def _n_sm(t: Tensor) -> int:
+    if t.is_cuda:
+        return torch.cuda.get_device_properties(t.device).multi_processor_count
+    return 2  # the interpreter: a few programs, so the tests see partial sums being added
+
+
+class RMSNormFn(torch.autograd.Function):
+    """out = h * rstd * weight per group of `group_size` channels, h = x or x * silu(z)."""
+
+    @staticmethod
+    def forward(ctx, x, z, weight, eps, group_size):
+        dim = x.shape[-1]
+        x2 = _rows(x)
+        z2 = _rows(z) if z is not None else None
+        w = weight.contiguous()
+        m, ng = x2.shape[0], dim // group_size
+        out = _empty(m, dim, like=x)
+        rstd = _empty(m, ng, like=x, dtype=torch.float32)
+        if m > 0:
+            block_d = triton.next_power_of_2(group_size)
+            bm = _block_m(CONFIG["FWD_TILE"], block_d, m)
+            norm_fwd_kernel[(triton.cdiv(m, bm), ng)](
+                x2, z2 if z2 is not None else x2, w, out, rstd,
+                m, ng, x2.stride(0), z2.stride(0) if z2 is not None else 0, out.stride(0), eps,
+                G=group_size, BLOCK_M=bm, BLOCK_D=block_d, HAS_Z=z is not None, num_warps=CONFIG["FWD_WARPS"],
+            )
+        ctx.save_for_backward(x2, z2, w, rstd)
+        ctx.group_size = group_size
+        ctx.shapes = (x.shape, None if z is None else z.shape)
+        ctx.w_dtype = weight.dtype
+        return out.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x2, z2, w, rstd = ctx.saved_tensors
+        x_shape, z_shape = ctx.shapes
+        gs = ctx.group_size
+        m, dim = x2.shape
+        ng = dim // gs
+        dout2 = _rows(dout)
+        dx = _empty(m, dim, like=x2)
+        dz = _empty(m, dim, like=z2) if z2 is not None else None
+        if m == 0:
+            dw = torch.zeros(dim, device=w.device, dtype=ctx.w_dtype)
+        else:
+            block_d = triton.next_power_of_2(gs)
+            bm = _block_m(CONFIG["BWD_TILE"], block_d, m)
+            n_prog = max(1, min(triton.cdiv(m, bm), _n_sm(x2) * CONFIG["BWD_PROGRAMS_PER_SM"] // ng))
+            # tiles of bm rows per program: a power of 2 (a compile-time loop bound; few variants)
+            tiles = triton.next_power_of_2(triton.cdiv(triton.cdiv(m, bm), n_prog))
+            n_prog = triton.cdiv(m, tiles * bm)
+            dw_part = _empty(n_prog, dim, like=x2, dtype=torch.float32)
+            norm_bwd_kernel[(n_prog, ng)](
+                x2, z2 if z2 is not None else x2, w, dout2, rstd, dx, dz if dz is not None else dx, dw_part,
+                m, ng, x2.stride(0), z2.stride(0) if z2 is not None else 0, dout2.stride(0),
+                dx.stride(0), dz.stride(0) if dz is not None else 0,
+                G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, num_warps=CONFIG["BWD_WARPS"],
+            )
+            dw = dw_part.sum(0).to(ctx.w_dtype)
+        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None
+
+
+def _check(x: Tensor, weight: Tensor, group_size: int) -> None:
+    assert x.is_cuda or _INTERPRET, "the Triton norms need CUDA tensors"
+    dim = x.shape[-1]
+    assert weight.shape == (dim,), f"weight must be (dim={dim},), got {tuple(weight.shape)}"
+    assert group_size > 0 and dim % group_size == 0, f"group_size {group_size} must divide dim {dim}"
+    assert group_size <= MAX_GROUP, f"rows of {group_size} > MAX_GROUP={MAX_GROUP} channels: use the reference"
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+    """x (..., dim), weight (dim,) -> x / sqrt(mean(x^2) + eps) * weight, (..., dim) in x's dtype; Triton."""
+    _check(x, weight, x.shape[-1])
+    return RMSNormFn.apply(x, None, weight, eps, x.shape[-1])
+
+
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None) -> Tensor:
+    """y, z (..., dim), weight (dim,) -> RMSNorm(y * silu(z)) per group of group_size channels
+    (None = dim), (..., dim) in y's dtype; Triton."""
+    group_size = group_size or y.shape[-1]
+    assert z.shape == y.shape, f"y and z must have one shape, got {tuple(y.shape)} and {tuple(z.shape)}"
+    _check(y, weight, group_size)
+    return RMSNormFn.apply(y, z, weight, eps, group_size)
