@@ -23,7 +23,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from hades.config import ModelConfig, check_model
 from kernels.cross_entropy import cross_entropy, cross_entropy_ref
 
-from .layers import RMSNorm, ShortConv, SwiGLU
+from .layers import GatedRMSNorm, RMSNorm, ShortConv, SwiGLU
 from .mixers import build_mixer
 from .mixers.base import State
 
@@ -102,8 +102,8 @@ class HadesForCausalLM(PreTrainedModel):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
-        for m in self.modules():  # the short convs' fast path follows the model's kernel switch
-            if isinstance(m, ShortConv):
+        for m in self.modules():  # the short convs' and norms' fast path follows the model's kernel switch
+            if isinstance(m, (ShortConv, RMSNorm, GatedRMSNorm)):
                 m.use_kernel = cfg.kernel == "auto"
         self.post_init()
         self.reset_parameters()
