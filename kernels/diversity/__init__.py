@@ -1,0 +1,31 @@
+"""HADES's diversity loss (PAPER.md, HADES step 9), fused.
+
+    from kernels.diversity import diversity_loss
+    loss = diversity_loss(slot_outputs)     # (..., H, P) -> scalar fp32
+
+Triton on CUDA for fp32/bf16/fp16 (`op.py`: one read of the slot outputs forward, one read and
+one write backward, instead of PyTorch's normalise / Gram / loss chain over fp32 copies), the
+plain-torch reference (`reference.py`) elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .reference import diversity_loss_ref
+
+
+def diversity_loss(slot_outputs: Tensor) -> Tensor:
+    """Mean of (<ŷ_i, ŷ_j> - δ_ij)^2 over rows and slot pairs; Triton for CUDA inputs."""
+    if slot_outputs.is_cuda and slot_outputs.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        try:
+            from .op import diversity_loss as op
+        except ImportError:
+            op = None
+        if op is not None:
+            return op(slot_outputs)
+    return diversity_loss_ref(slot_outputs)
+
+
+__all__ = ["diversity_loss", "diversity_loss_ref"]

@@ -1,0 +1,82 @@
+"""Autograd op of the Triton diversity loss (kernels in `kernel.py`).
+
+    diversity_loss(slot_outputs) -> scalar fp32
+
+slot_outputs: (..., H, P) in fp32/bf16/fp16, any leading dims -> the mean over all rows and
+(i, j) of (<ŷ_i, ŷ_j> - δ_ij)^2, ŷ = y / max(||y||, 1e-12). Same function as
+`reference.diversity_loss_ref`. Reads the input once forward and once backward; the gradient
+is formed in the backward from the input (nothing of the input's size is stored).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
+
+CONFIG = {"num_warps": 2}
+EPS = 1e-12  # F.normalize's default
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Tests set this to fill every output buffer with NaN before the kernels write it.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    dtype = dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
+    return torch.empty(shape, device=like.device, dtype=dtype)
+
+
+def _rows(y: Tensor) -> Tensor:
+    """(..., H, P) -> (rows, H, P) with a unit stride along P (a view when possible)."""
+    y = y.reshape(-1, *y.shape[-2:])
+    return y if y.stride(-1) == 1 else y.contiguous()
+
+
+def _blocks(h: int, p: int) -> tuple[int, int]:
+    return max(16, triton.next_power_of_2(h)), max(16, triton.next_power_of_2(p))
+
+
+class DiversityLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y):
+        yr = _rows(y)
+        rows, h, p = yr.shape
+        part = _empty(rows, like=yr, dtype=torch.float32)
+        bh, bp = _blocks(h, p)
+        if rows:
+            diversity_fwd_kernel[(rows,)](
+                yr, part, h, p, yr.stride(0), yr.stride(1), EPS,
+                BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+            )
+        ctx.save_for_backward(yr)
+        ctx.y_shape = y.shape
+        return part.sum() / (rows * h * h)  # rows = 0: nan, as the mean of nothing
+
+    @staticmethod
+    def backward(ctx, g):
+        (yr,) = ctx.saved_tensors
+        rows, h, p = yr.shape
+        dy = _empty(rows, h, p, like=yr)
+        bh, bp = _blocks(h, p)
+        scale = (g.float() * 4.0 / max(rows * h * h, 1)).reshape(1).contiguous()
+        if rows:
+            diversity_bwd_kernel[(rows,)](
+                yr, dy, scale, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
+                BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+            )
+        return dy.reshape(ctx.y_shape)
+
+
+def diversity_loss(slot_outputs: Tensor) -> Tensor:
+    """Triton diversity loss; shapes in the module docstring."""
+    assert slot_outputs.is_cuda or _INTERPRET, "the Triton diversity loss needs CUDA tensors"
+    assert slot_outputs.dim() >= 2, f"slot_outputs must be (..., H, P), got {tuple(slot_outputs.shape)}"
+    assert slot_outputs.dtype in (torch.float32, torch.bfloat16, torch.float16), f"fp32/bf16/fp16 only, got {slot_outputs.dtype}"
+    return DiversityLoss.apply(slot_outputs)
