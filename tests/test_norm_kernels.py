@@ -1,0 +1,220 @@
+"""Fused RMS norms (kernels/norm), on the CPU.
+
+- the reference == `RMSNorm.forward` / `GatedRMSNorm.forward` as the modules compute them
+  (bit for bit, fp64, fp32 and bf16 with an fp32 weight as under autocast), outputs and gradients;
+- the public entry points and the modules with use_kernel=True run the reference on CPU tensors
+  (output in the input's dtype; mixed y/z dtypes give y's dtype);
+- the Triton kernels == the fp64 reference in Triton's CPU interpreter, on small shapes: output,
+  dx, dz and dweight; fp32, bf16 and fp16 inputs with an fp32 weight, mixed y/z dtypes, dims that
+  are not powers of 2, several groups, leading dims, non-contiguous inputs and upstream
+  gradients, several tiles per backward program (partial dweight sums), no rows, NaN-poisoned
+  outputs. Skipped where Triton is not installed (CI). The interpreter has to be chosen before
+  Triton's `jit` wraps the kernels, so this part runs in a subprocess with TRITON_INTERPRET=1:
+  `python tests/test_norm_kernels.py` (the same checks, printed as JSON).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.norm import gated_rms_norm, gated_rms_norm_ref, rms_norm, rms_norm_ref
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors on a loaded 2-core machine: a second intra-op thread only adds overhead."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _rel(a, b) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _inputs(shape, dtype, seed=0, wdtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen).to(dtype)
+    z = (2 * torch.randn(*shape, generator=gen)).to(dtype)
+    w = (1 + 0.3 * torch.randn(shape[-1], generator=gen)).to(wdtype)
+    return x, z, w
+
+
+def _run(fn, tensors, dout):
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
+    return out.detach(), grads
+
+
+# -- reference == the modules ----------------------------------------------------------------
+
+CASES = [  # (leading shape, dim, group_size)
+    ((37,), 96, 96),
+    ((2, 9), 1000, 1000),
+    ((3, 5), 256, 64),
+    ((4,), 2048, 1024),
+]
+DTYPES = [(torch.float64, torch.float64), (torch.float32, torch.float32), (torch.bfloat16, torch.float32)]
+
+
+@pytest.mark.parametrize("dtype,wdtype", DTYPES, ids=["fp64", "fp32", "bf16_fp32w"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}x{c[1]}g{c[2]}")
+def test_reference_is_the_modules_math(case, dtype, wdtype):
+    # imported here: the interpreter subprocess runs this file where transformers may be missing
+    from hades.models.layers import GatedRMSNorm, RMSNorm
+
+    lead, dim, gs = case
+    x, z, w = _inputs((*lead, dim), dtype, wdtype=wdtype)
+    dout = torch.randn(*lead, dim, dtype=torch.float64)
+    norm = RMSNorm(dim, eps=1e-5).to(wdtype)
+    gated = GatedRMSNorm(dim, eps=1e-5, group_size=gs).to(wdtype)
+    with torch.no_grad():
+        norm.weight.copy_(w)
+        gated.weight.copy_(w)
+    for mod, ref_fn, args in (
+        (norm, lambda x, w: rms_norm_ref(x, w, 1e-5), (x, w)),
+        (gated, lambda y, z, w: gated_rms_norm_ref(y, z, w, 1e-5, gs), (x, z, w)),
+    ):
+        name = type(mod).__name__
+        out_r, g_r = _run(ref_fn, args, dout)
+        leaves = [t.detach().requires_grad_() for t in args[:-1]]  # the module holds the weight
+        out_m = mod(*leaves)
+        g_m = torch.autograd.grad(out_m, [*leaves, mod.weight], dout.to(out_m.dtype))
+        assert out_r.dtype == out_m.dtype == dtype, f"{name}: output dtype {out_r.dtype} vs module {out_m.dtype}, input {dtype}"
+        assert torch.equal(out_r, out_m), f"{name}: reference != module, rel {_rel(out_r, out_m):.2e}"
+        for i, (a, b) in enumerate(zip(g_r, g_m)):
+            assert a.dtype == b.dtype and torch.equal(a, b), f"{name}: gradient {i} differs, rel {_rel(a, b):.2e}"
+
+
+def test_cpu_entry_points_and_use_kernel_modules_run_the_reference():
+    from hades.models.layers import GatedRMSNorm, RMSNorm
+
+    x, z, w = _inputs((2, 7, 128), torch.bfloat16)
+    assert torch.equal(rms_norm(x, w), rms_norm_ref(x, w))
+    assert torch.equal(gated_rms_norm(x, z, w, group_size=64), gated_rms_norm_ref(x, z, w, group_size=64))
+    assert rms_norm(x, w).dtype == torch.bfloat16 and gated_rms_norm(x, z, w).dtype == torch.bfloat16
+    norm, gated = RMSNorm(128), GatedRMSNorm(128, group_size=64)
+    out0, gout0 = norm(x), gated(x, z)
+    norm.use_kernel = gated.use_kernel = True
+    assert torch.equal(norm(x), out0) and torch.equal(gated(x, z), gout0), "use_kernel must not change CPU results"
+    # mixed dtypes of y and z: fp32 arithmetic, y's dtype out (as the module)
+    gated.use_kernel = False
+    with torch.no_grad():
+        gated.weight.copy_(w)
+    out = gated_rms_norm(x, z.float(), w, group_size=64)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, gated(x, z.float()))
+
+
+def test_fp64_and_oversized_rows_take_the_reference():
+    """The public entry routes fp64 (and, on CUDA, rows longer than op.MAX_GROUP) to the reference."""
+    x, z, w = _inputs((3, 64), torch.float64, wdtype=torch.float64)
+    assert torch.equal(gated_rms_norm(x, z, w), gated_rms_norm_ref(x, z, w))
+    assert torch.equal(rms_norm(x, w, 1e-6), rms_norm_ref(x, w, 1e-6))
+
+
+# -- the Triton kernels in the CPU interpreter -----------------------------------------------
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+# (name, kind, leading shape, dim, group_size, y dtype, z dtype, weight dtype, layout, tiles)
+INTERPRETER_CASES = [
+    ("rms_96", "rms", (37,), 96, None, "float32", None, "float32", "contiguous", None),
+    ("rms_1000_lead", "rms", (2, 5), 1000, None, "float32", None, "float32", "contiguous", None),
+    ("rms_bf16_fp32w", "rms", (2, 9), 96, None, "bfloat16", None, "float32", "contiguous", None),
+    ("rms_fp16", "rms", (13,), 64, None, "float16", None, "float16", "contiguous", None),
+    ("rms_small_tiles", "rms", (2, 63), 96, None, "float32", None, "float32", "contiguous", 128),
+    ("rms_transposed", "rms", (6, 5), 48, None, "float32", None, "float32", "transposed", None),
+    ("rms_row_stride", "rms", (3, 11), 80, None, "bfloat16", None, "float32", "row_stride", 256),
+    ("rms_no_rows", "rms", (0,), 64, None, "float32", None, "float32", "contiguous", None),
+    ("gated_one_group", "gated", (21,), 96, None, "float32", "float32", "float32", "contiguous", None),
+    ("gated_4_groups", "gated", (2, 7), 256, 64, "float32", "float32", "float32", "contiguous", 128),
+    ("gated_bf16_2_groups", "gated", (2, 11), 200, 100, "bfloat16", "bfloat16", "float32", "contiguous", None),
+    ("gated_mixed_y_fp32_z_bf16", "gated", (9,), 128, 64, "float32", "bfloat16", "float32", "contiguous", None),
+    ("gated_mixed_y_bf16_z_fp32", "gated", (9,), 128, 64, "bfloat16", "float32", "float32", "contiguous", None),
+    ("gated_z_sliced", "gated", (2, 13), 96, 48, "float32", "float32", "float32", "row_stride", 64),
+    ("gated_transposed", "gated", (4, 6), 40, 20, "bfloat16", "bfloat16", "float32", "transposed", None),
+]
+TRITON_TOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}  # relative, L2, vs fp64 on the same inputs
+
+
+def _layout(t: torch.Tensor, layout: str, seed: int) -> torch.Tensor:
+    """The same values in another memory layout: transposed storage, or rows of a wider buffer
+    (z sliced out of a projection) whose other columns are NaN."""
+    if layout == "transposed":
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if layout == "row_stride":
+        wide = torch.full((*t.shape[:-1], t.shape[-1] + 24), float("nan"), dtype=t.dtype)
+        wide[..., 7:7 + t.shape[-1]] = t
+        return wide[..., 7:7 + t.shape[-1]]
+    return t
+
+
+def _interpreter_checks() -> list[dict]:
+    """Run in a process with TRITON_INTERPRET=1: per case, out and every gradient against the
+    fp64 reference on the same (rounded) inputs and upstream gradient (non-contiguous), each
+    within the tolerance of its own dtype, and the output / gradient dtypes."""
+    from kernels.norm import op
+
+    op.POISON_OUTPUTS = True
+    out = []
+    for i, (name, kind, lead, dim, gs, ydt, zdt, wdt, layout, tile) in enumerate(INTERPRETER_CASES):
+        op.CONFIG.update(FWD_TILE=tile or 4096, BWD_TILE=tile or 4096)
+        gen = torch.Generator().manual_seed(i)
+        y = torch.randn(*lead, dim, generator=gen).to(getattr(torch, ydt))
+        z = (2 * torch.randn(*lead, dim, generator=gen)).to(getattr(torch, zdt or ydt))
+        w = (1 + 0.3 * torch.randn(dim, generator=gen)).to(getattr(torch, wdt))
+        # non-contiguous upstream gradient, rounded to the output's dtype for both sides
+        dout = torch.randn(dim, *lead, generator=gen).movedim(0, -1).to(y.dtype).double()
+        y, z = _layout(y, layout, i), _layout(z, layout, i)
+        if kind == "rms":
+            args, fn = (y, w), lambda y, w: op.rms_norm(y, w, 1e-5)
+            ref = lambda y, w: rms_norm_ref(y, w, 1e-5)  # noqa: E731
+        else:
+            args, fn = (y, z, w), lambda y, z, w, gs=gs: op.gated_rms_norm(y, z, w, 1e-5, gs)
+            ref = lambda y, z, w, gs=gs: gated_rms_norm_ref(y, z, w, 1e-5, gs)  # noqa: E731
+        o, g = _run(fn, args, dout)
+        o_r, g_r = _run(ref, [a.double() for a in args], dout)
+        tol = TRITON_TOL[ydt]
+        dtypes_ok = o.dtype == y.dtype and all(a.dtype == b.dtype for a, b in zip(g, args))
+        out.append({"name": f"{name} dtypes", "err": float(not dtypes_ok), "tol": 0.0})
+        if o.numel() == 0:
+            out.append({"name": f"{name} no rows: empty out, zero dweight", "err": float(o.shape != y.shape or g[-1].abs().sum() != 0), "tol": 0.0})
+            continue
+        out.append({"name": f"{name} out", "err": _rel(o, o_r), "tol": tol})
+        for k, a, b, t in zip(("dy", "dz", "dw") if kind == "gated" else ("dx", "dw"), g, g_r, args):
+            out.append({"name": f"{name} {k}", "err": _rel(a, b), "tol": TRITON_TOL[str(t.dtype).replace("torch.", "")]})
+    op.CONFIG.update(FWD_TILE=4096, BWD_TILE=4096)
+    return out
+
+
+@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+def test_triton_kernels_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    n_grads = sum(1 if c[0] == "rms_no_rows" else 4 if c[1] == "gated" else 3 for c in INTERPRETER_CASES)
+    assert len(results) == len(INTERPRETER_CASES) + n_grads, f"{len(results)} checks"
+    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
+    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
+    torch.set_num_threads(1)
+    results = _interpreter_checks()
+    for c in results:
+        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
+    print(json.dumps(results))
