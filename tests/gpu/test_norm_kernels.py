@@ -1,0 +1,221 @@
+"""Fused RMS norms (kernels/norm) on the GPU: the Triton ops vs the fp64 reference on the same
+(rounded) inputs, output and every gradient (dx, dz, dweight) under a random upstream gradient;
+the training shapes (16384 rows of 1024 / 2048, 1 or 2 groups), odd widths, leading dims,
+non-contiguous inputs, bf16 / fp16 inputs with an fp32 weight (autocast), mixed y / z dtypes,
+NaN-poisoned outputs; the public entry points' dispatch; deterministic dweight; and the modules
+with use_kernel True == False (outputs and parameter gradients, also under bf16 autocast).
+
+Tolerances (relative, L2): fp32 <= 1e-5 (no matrix products: only the reduction order and
+rsqrt rounding differ); half inputs <= 1e-2 or <= 2x the error of the plain-torch modules' math
+fed the same inputs (_tol.py's rule). fp32 gradients of half inputs (dweight, or dz of an fp32
+z) are held to 1e-4: they are accumulated in fp32 from exact inputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kernels.norm.reference import gated_rms_norm_ref, rms_norm_ref
+
+from ._tol import BF16_TOL, RECORD, rel_err
+
+DEV = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+FP32_TOL = 1e-5
+EPS = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _poison_norm_outputs(monkeypatch):
+    """As conftest's _poison_outputs, for this op: every output buffer starts as NaN."""
+    if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
+        return
+    import kernels.norm.op as op
+
+    monkeypatch.setattr(op, "POISON_OUTPUTS", True)
+
+
+def _check(name: str, out, ref, dtype, torch_out=None) -> float:
+    err = rel_err(out, ref)
+    if dtype == torch.float32:
+        tol = FP32_TOL
+    else:
+        tol = BF16_TOL if torch_out is None else max(BF16_TOL, 2 * rel_err(torch_out, ref))
+    RECORD.append({"name": name, "dtype": str(dtype).replace("torch.", ""), "err": err, "tol": tol})
+    assert err <= tol, f"{name}: relative error {err:.3e} > tolerance {tol:.1e} ({dtype})"
+    return err
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """Same values, other strides: `transposed` (last-dim stride > 1) or `sliced` (rows of a wider
+    buffer, as z sliced out of the in-projection; the other columns NaN)."""
+    if layout == "transposed":
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if layout == "sliced":
+        wide = torch.full((*t.shape[:-1], t.shape[-1] + 40), float("nan"), device=t.device, dtype=t.dtype)
+        wide[..., 8:8 + t.shape[-1]] = t
+        return wide[..., 8:8 + t.shape[-1]]
+    return t
+
+
+def _run(fn, tensors, dout):
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
+    return out.detach(), grads
+
+
+def _compare(tag, fn_ours, fn_ref, args, dout):
+    """ours on args vs the reference in fp64 on the same values, and the reference on args
+    themselves (plain torch in the same dtypes, for the 2x rule)."""
+    o, g = _run(fn_ours, args, dout)
+    o_r, g_r = _run(fn_ref, [a.double() for a in args], dout.to(o.dtype).double())
+    o_l, g_l = _run(fn_ref, args, dout)
+    assert o.dtype == args[0].dtype, f"{tag}: output dtype {o.dtype} != input dtype {args[0].dtype}"
+    _check(f"{tag} out", o, o_r, o.dtype, o_l)
+    for k, a, b, lo, t in zip(("dx", "dz", "dw") if len(args) == 3 else ("dx", "dw"), g, g_r, g_l, args):
+        assert a.dtype == t.dtype, f"{tag} {k}: dtype {a.dtype} != input dtype {t.dtype}"
+        if a.dtype == torch.float32 and o.dtype != torch.float32:  # fp32 accumulation of exact half inputs
+            err = rel_err(a, b)
+            RECORD.append({"name": f"{tag} {k}", "dtype": "float32", "err": err, "tol": 1e-4})
+            assert err <= 1e-4, f"{tag} {k}: relative error {err:.3e} > 1e-4"
+        else:
+            _check(f"{tag} {k}", a, b, a.dtype, lo)
+
+
+def _inputs(shape, dtype, wdtype=torch.float32, zdtype=None, seed=0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    x = torch.randn(*shape, device=DEV, generator=gen).to(dtype)
+    z = (2 * torch.randn(*shape, device=DEV, generator=gen)).to(zdtype or dtype)
+    w = (1 + 0.3 * torch.randn(shape[-1], device=DEV, generator=gen)).to(wdtype)
+    dout = torch.randn(*shape, device=DEV, generator=gen)
+    return x, z, w, dout
+
+
+BIG = DEV == "cuda"  # the interpreter (debugging on the CPU) skips the training-size shapes
+RMS_SHAPES = [(16384, 1024), (4, 2048, 1024), (2, 63, 1000), (37, 96), (5, 3, 64), (3, 4099)]
+DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16),
+          (torch.float16, torch.float32)]
+DTYPE_IDS = ["fp32", "bf16_fp32w", "bf16", "fp16_fp32w"]
+
+
+@pytest.mark.parametrize("dtype,wdtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", RMS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_rms_norm_matches_reference(shape, dtype, wdtype):
+    from kernels.norm.op import rms_norm
+
+    if not BIG and shape[0] * shape[-1] > 200_000:
+        pytest.skip("training-size shape: GPU only")
+    x, _, w, dout = _inputs(shape, dtype, wdtype)
+    _compare(f"rms {shape} {dtype}", lambda x, w: rms_norm(x, w, EPS), lambda x, w: rms_norm_ref(x, w, EPS), (x, w), dout)
+
+
+GATED_SHAPES = [  # shape, group_size
+    ((16384, 2048), 2048), ((16384, 2048), 1024), ((16384, 1024), 1024),
+    ((37, 2048), 2048), ((37, 2048), 1024), ((2, 63, 1000), 500), ((2, 63, 96), 96), ((7, 384), 128),
+]
+
+
+@pytest.mark.parametrize("dtype,wdtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", GATED_SHAPES, ids=lambda c: "x".join(map(str, c[0])) + f"_g{c[1]}")
+def test_gated_rms_norm_matches_reference(case, dtype, wdtype):
+    from kernels.norm.op import gated_rms_norm
+
+    shape, gs = case
+    if not BIG and shape[0] * shape[-1] > 200_000:
+        pytest.skip("training-size shape: GPU only")
+    y, z, w, dout = _inputs(shape, dtype, wdtype)
+    _compare(f"gated {shape} g{gs} {dtype}", lambda y, z, w: gated_rms_norm(y, z, w, EPS, gs),
+             lambda y, z, w: gated_rms_norm_ref(y, z, w, EPS, gs), (y, z, w), dout)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_non_contiguous_inputs_and_upstream_gradient(layout, dtype):
+    from kernels.norm.op import gated_rms_norm, rms_norm
+
+    x, z, w, _ = _inputs((3, 50, 256), dtype)
+    x, z = _layout(x, layout), _layout(z, layout)
+    dout = torch.randn(256, 50, 3, device=DEV).permute(2, 1, 0)  # a non-contiguous upstream gradient
+    _compare(f"rms {layout} {dtype}", lambda x, w: rms_norm(x, w, EPS), lambda x, w: rms_norm_ref(x, w, EPS), (x, w), dout)
+    _compare(f"gated {layout} {dtype}", lambda y, z, w: gated_rms_norm(y, z, w, EPS, 128),
+             lambda y, z, w: gated_rms_norm_ref(y, z, w, EPS, 128), (x, z, w), dout)
+
+
+@pytest.mark.parametrize("ydt,zdt", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)], ids=["y_bf16", "z_bf16"])
+def test_gated_mixed_dtypes(ydt, zdt):
+    """y and z of different dtypes: fp32 arithmetic, y's dtype out, each gradient in its input's."""
+    from kernels.norm.op import gated_rms_norm
+
+    y, z, w, dout = _inputs((2, 63, 1024), ydt, zdtype=zdt)
+    _compare(f"gated mixed {ydt}/{zdt}", lambda y, z, w: gated_rms_norm(y, z, w, EPS, 512),
+             lambda y, z, w: gated_rms_norm_ref(y, z, w, EPS, 512), (y, z, w), dout)
+
+
+def test_empty_rows():
+    from kernels.norm.op import gated_rms_norm, rms_norm
+
+    x, z, w, dout = _inputs((0, 256), torch.bfloat16)
+    o, (dx, dw) = _run(lambda x, w: rms_norm(x, w, EPS), (x, w), dout)
+    assert o.shape == (0, 256) and (dw == 0).all()
+    o, (dy, dz, dw) = _run(lambda y, z, w: gated_rms_norm(y, z, w, EPS, 128), (x, z, w), dout)
+    assert o.shape == (0, 256) and dz.shape == (0, 256) and (dw == 0).all()
+
+
+def test_dweight_is_deterministic():
+    """Partial sums reduced in a fixed order, no atomics: two backwards agree bit for bit."""
+    from kernels.norm.op import gated_rms_norm
+
+    y, z, w, dout = _inputs((4099, 2048), torch.bfloat16)
+    g1 = _run(lambda y, z, w: gated_rms_norm(y, z, w, EPS, 1024), (y, z, w), dout)[1]
+    g2 = _run(lambda y, z, w: gated_rms_norm(y, z, w, EPS, 1024), (y, z, w), dout)[1]
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2)), "the backward must be deterministic"
+
+
+def test_public_entry_dispatch():
+    """CUDA fp32/bf16/fp16 -> Triton (its autograd node); fp64 -> the reference (exact)."""
+    if DEV != "cuda":
+        pytest.skip("dispatch is by device: CUDA only")
+    from kernels.norm import gated_rms_norm, rms_norm
+
+    x, z, w, _ = _inputs((8, 512), torch.bfloat16)
+    x.requires_grad_()
+    assert "RMSNormFn" in type(rms_norm(x, w).grad_fn).__name__
+    assert "RMSNormFn" in type(gated_rms_norm(x, z, w, group_size=256).grad_fn).__name__
+    xd, zd, wd = x.detach().double(), z.double(), w.double()
+    assert torch.equal(rms_norm(xd, wd), rms_norm_ref(xd, wd))
+    assert torch.equal(gated_rms_norm(xd, zd, wd, group_size=256), gated_rms_norm_ref(xd, zd, wd, group_size=256))
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16_autocast"])
+def test_modules_use_kernel_matches_torch_path(autocast):
+    """RMSNorm / GatedRMSNorm with use_kernel True vs False, same weights: outputs (same dtype)
+    and parameter and input gradients. Under bf16 autocast the inputs are bf16 (as the mixers
+    produce them) and the weights fp32."""
+    from hades.models.layers import GatedRMSNorm, RMSNorm
+
+    dtype = torch.bfloat16 if autocast else torch.float32
+    tol = BF16_TOL if autocast else FP32_TOL
+    x, z, _, dout = _inputs((2, 257, 2048), dtype, seed=4)
+    mods = {"rms": RMSNorm(2048), "gated": GatedRMSNorm(2048, group_size=1024)}
+    for name, mod in mods.items():
+        mod = mod.to(DEV)
+        with torch.no_grad():
+            mod.weight.mul_(1 + 0.3 * torch.randn(2048, device=DEV))
+        res = {}
+        for use_kernel in (False, True):
+            mod.use_kernel = use_kernel
+            mod.weight.grad = None
+            leaves = [t.detach().requires_grad_() for t in ((x,) if name == "rms" else (x, z))]
+            with torch.autocast(DEV, dtype=torch.bfloat16, enabled=autocast):
+                out = mod(*leaves)
+            out.backward(dout.to(out.dtype))
+            res[use_kernel] = (out.detach(), mod.weight.grad.clone(), [t.grad for t in leaves])
+        (o0, w0, g0), (o1, w1, g1) = res[False], res[True]
+        assert o1.dtype == o0.dtype == dtype, f"{name}: dtype {o1.dtype} (kernel) vs {o0.dtype} (torch), input {dtype}"
+        for k, a, b in (("out", o1, o0), ("dweight", w1, w0), *((f"d{i}", a, b) for i, (a, b) in enumerate(zip(g1, g0)))):
+            err = rel_err(a, b)
+            RECORD.append({"name": f"module {name} {k} use_kernel", "dtype": str(dtype), "err": err, "tol": tol})
+            assert a.dtype == b.dtype and err <= tol, f"{name} {k}: kernel vs torch rel err {err:.2e} > {tol:.0e} ({a.dtype}, {b.dtype})"
