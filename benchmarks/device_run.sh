@@ -37,6 +37,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
+    norm) run norm "${NORM_LIMIT:-240}" python3 -m benchmarks.norm ${NORM_ARGS:-} ;;
     parity) run parity_fla "${PARITY_LIMIT:-240}" python3 -m benchmarks.parity_fla ${PARITY_ARGS:-} ;;
     profile) run profile_layers 120 python3 -m benchmarks.profile_layers ;;
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
