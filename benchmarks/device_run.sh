@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call of the device tool: environment, GPU tests, benchmarks, in the stages named.
-#   bash benchmarks/device_run.sh env tests ssd ss conv parity train passkey
+#   bash benchmarks/device_run.sh env tests ssd ss conv ce parity train passkey
 # Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/ (Triton's
 # compile cache from the last call, triton_cache.tgz.part-*), results/tokenizer/neox.json (the
 # GPT-NeoX tokenizer, for passkey). Writes under $OUT: log.txt (tee'd by the caller), json.tgz
@@ -38,6 +38,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
     norm) run norm "${NORM_LIMIT:-240}" python3 -m benchmarks.norm ${NORM_ARGS:-} ;;
+    ce) run cross_entropy "${CE_LIMIT:-150}" python3 -m benchmarks.cross_entropy ${CE_ARGS:-} ;;
     parity) run parity_fla "${PARITY_LIMIT:-240}" python3 -m benchmarks.parity_fla ${PARITY_ARGS:-} ;;
     profile) run profile_layers 120 python3 -m benchmarks.profile_layers ;;
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
