@@ -23,7 +23,7 @@ from .kernel import norm_bwd_kernel, norm_fwd_kernel
 # FWD_TILE / BWD_TILE: elements (rows x next_power_of_2(group)) of one program's tile; a row is
 # never split, so a tile holds at least one row. BWD_PROGRAMS_PER_SM: backward programs per SM
 # (each one a partial dweight row). benchmarks/norm.py --sweep times other choices.
-CONFIG = {"FWD_TILE": 4096, "FWD_WARPS": 8, "BWD_TILE": 4096, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 4}
+CONFIG = {"FWD_TILE": 2048, "FWD_WARPS": 8, "BWD_TILE": 2048, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 8}  # H100 sweep, docs/benchmarks.md
 MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the public entry falls back above
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
