@@ -4,6 +4,7 @@
 #
 #   bash scripts/slurm_test_cluster.sh start   # install (apt) if needed, configure, start daemons
 #   bash scripts/slurm_test_cluster.sh run     # a subset of the default DAG through --profile slurm
+#   bash scripts/slurm_test_cluster.sh preempt # scancel -s TERM a toy training, rerun, check it resumed
 #   bash scripts/slurm_test_cluster.sh status  # sinfo + squeue
 #   bash scripts/slurm_test_cluster.sh stop    # stop the daemons this script started
 #
@@ -181,11 +182,25 @@ run() {
   fi
 }
 
+preempt() {
+  # A toy training through --profile slurm gets `scancel -s TERM` mid-run: it must write a
+  # checkpoint and exit 75, and the same command run again must resume from that step into the
+  # same MLflow run and finish (tests/test_slurm_preempt.py; results in results/slurm-preempt).
+  export HADES_SLURM_ACCOUNT=${HADES_SLURM_ACCOUNT:-test}
+  export HADES_SLURM_STATUS_COMMAND=${HADES_SLURM_STATUS_COMMAND:-squeue}
+  export HADES_SLURM_INIT_SECONDS=${HADES_SLURM_INIT_SECONDS:-2}
+  local start=$SECONDS
+  HADES_REQUIRE_SLURM=1 python -m pytest -q -s -p no:cacheprovider tests/test_slurm_preempt.py \
+    -k test_scancel_term_checkpoints_and_rerun_resumes
+  log "preemption test done in $((SECONDS - start)) s"
+}
+
 case ${1:-} in
   install) install ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
   run) run ;;
-  *) echo "usage: $0 start|run|status|stop|install" >&2; exit 2 ;;
+  preempt) preempt ;;
+  *) echo "usage: $0 start|run|preempt|status|stop|install" >&2; exit 2 ;;
 esac

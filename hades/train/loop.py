@@ -21,8 +21,12 @@ Reliability (docs/reliability.md):
   exit status EXIT_PREEMPTED (75, EX_TEMPFAIL): "try again", the rerun resumes;
 - a non-finite loss or gradient norm stops before the optimizer step, names the step, marks
   the MLflow run FAILED and keeps the last good checkpoint: exit status EXIT_DIVERGED (3).
-On success the final model is exported as a Hugging Face directory and the step_* checkpoints
-(only needed to resume) are deleted, so `--forcerun train` really retrains.
+On success the final model is exported as a Hugging Face directory and every step_* checkpoint
+but the newest (the last step's) is deleted. That one stays because the job can still fail
+after the export (a `scancel` during the last seconds, a lost node): Snakemake then deletes
+final/ and summary.json, and the rerun resumes at the last step and only re-exports, into the
+same MLflow run, instead of training again. So `--forcerun train` re-exports too; to retrain
+from scratch, delete results/checkpoints/{model}/step_*.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from .checkpoint import (
     latest_good,
     list_checkpoints,
     load_weights,
+    prune,
     read_checkpoint,
     remove_tree,
     rng_state,
@@ -392,6 +397,8 @@ class _Trainer:
             t.steps, t.global_batch, t.seq_len, t.micro_batch, self.accum,
             f", resuming from {ckpt.path} (step {ckpt.step})" if ckpt else "",
         )
+        if ckpt is not None and self.step >= t.steps:
+            log.info("%s: training was already complete at step %d; exporting it again", self.grid_id, self.step)
         ddp = self.model
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -590,9 +597,9 @@ class _Trainer:
             self.mlrun.log_artifact(self.paths.final_dir / "pipeline.json", "train")
             self.mlrun.log_artifact(self.paths.final_dir / "config.json", "train")
             self.mlrun.finish("FINISHED")
-            # the export is complete and recorded: the resume checkpoints have served their purpose
-            for _, p in list_checkpoints(self.paths.ckpt_root):
-                remove_tree(p)
+            # the export is complete and recorded: keep only the last step's checkpoint, which lets
+            # a rerun re-export instead of retrain if the job still fails (module docstring)
+            prune(self.paths.ckpt_root, keep=1)
             log.info(
                 "%s: done, %d steps, final loss %s, model %s, summary %s",
                 self.grid_id, self.step, summary["final_loss"], self.paths.final_dir, self.paths.summary,

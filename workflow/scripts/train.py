@@ -4,9 +4,20 @@ One process by default; with more than one GPU in the job (resource `gpu`, or `g
 CUDA available, `torchrun --standalone --nproc_per_node <GPUs>` runs the same entry point
 (`python -m hades.train`) on a copy of the job's config. Exit status 75 = preempted after a
 checkpoint (rerun to resume), 3 = diverged, 2 = config error.
+
+Inside a Slurm job (SLURM_JOB_ID set, `srun` on PATH) the trainer runs as its own job step,
+`srun --overlap --ntasks=1 python -m hades.train ...` (or torchrun), so that Slurm's signals
+reach it: Slurm's proctrack/cgroup signals only the processes a step's slurmstepd started
+(the step's tasks) with anything but SIGKILL, and under snakemake-executor-plugin-slurm that
+task is the job-step Snakemake, which does not forward SIGTERM to the rule's process. As a
+task of its own step the trainer gets `scancel -s TERM`, the `--signal=TERM@<s>` that the
+profile requests before the time limit, a preemption's and the time limit's SIGTERM, and
+checkpoints (docs/cluster.md "Preemption and time limits"). HADES_TRAIN_SRUN=0 turns this off.
 """
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,35 +34,55 @@ log = logging.getLogger("hades.train")
 grid_id = sm.wildcards.model
 
 
-def torchrun(cfg, n_gpus: int) -> int:
-    """Run the trainer under torchrun; forward SIGTERM/SIGUSR1 to it (it stops its workers,
-    which checkpoint at the next step boundary) and map a preemption to EXIT_PREEMPTED."""
+def own_slurm_step() -> bool:
+    """Run the trainer as a job step of its own: inside a Slurm job, unless HADES_TRAIN_SRUN=0."""
+    if not os.environ.get("SLURM_JOB_ID") or os.environ.get("HADES_TRAIN_SRUN", "1") == "0":
+        return False
+    if shutil.which("srun") is None:
+        log.warning("inside Slurm job %s but no srun on PATH: Slurm's signals will not reach the trainer", os.environ["SLURM_JOB_ID"])
+        return False
+    return True
+
+
+def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
+    """Run the trainer as a child process (torchrun when n_gpus > 1, inside its own Slurm job
+    step when `srun`); forward SIGTERM/SIGUSR1 to it (it checkpoints at the next step boundary)
+    and map a preemption to EXIT_PREEMPTED."""
     from hades.train.atomic import atomic_write_bytes
-    from hades.train.loop import EXIT_PREEMPTED, PREEMPTED_MARKER, TrainPaths
+    from hades.train.loop import EXIT_DIVERGED, EXIT_PREEMPTED, TrainPaths
 
     paths = TrainPaths.of(cfg, grid_id)
     paths.ckpt_root.mkdir(parents=True, exist_ok=True)
     cfg_file = paths.ckpt_root / "pipeline_config.yaml"  # the job's config, overrides included
     atomic_write_bytes(cfg_file, yaml.safe_dump(dict(sm.config), sort_keys=False).encode())
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n_gpus),
-        "-m", "hades.train", "--config", str(cfg_file), "--model", grid_id,
-    ]
+    cmd = [sys.executable, "-m", "hades.train", "--config", str(cfg_file), "--model", grid_id]
+    if n_gpus > 1:
+        cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n_gpus)]
+    if srun:
+        # one task on this node, sharing the job's CPUs, memory and GPUs with the running step
+        cmd = ["srun", "--overlap", "--ntasks=1", "--nodes=1", f"--job-name=train-{grid_id}", *cmd]
+    paths.preempted.unlink(missing_ok=True)  # a marker left by an earlier job is not this one's
     log.info("launching %s", " ".join(cmd))
     with open(sm.log[0], "a") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         forwarded = set()
 
         def forward(signum, frame):
-            if signum not in forwarded:  # torchrun handles one; a second would cut its shutdown short
+            if signum not in forwarded:  # torchrun/srun handle one; a second would cut their shutdown short
                 forwarded.add(signum)
                 proc.send_signal(signum)
 
         for s in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(s, forward)
         rc = proc.wait()
-    if rc != 0 and (paths.ckpt_root / PREEMPTED_MARKER).exists():
+    if rc != 0 and paths.preempted.exists():
         return EXIT_PREEMPTED
+    if srun and rc not in (0, 2, EXIT_DIVERGED):
+        log.error(
+            "srun exited with status %d; if it could not start the step (srun's error is above), "
+            "HADES_TRAIN_SRUN=0 runs the trainer inside the job's step instead (Slurm's signals then "
+            "do not reach it)", rc,
+        )
     return rc
 
 
@@ -64,7 +95,11 @@ try:
         if torch.cuda.device_count() < n_gpus:
             log.warning("the job asked for %d GPUs but sees %d", n_gpus, torch.cuda.device_count())
             n_gpus = torch.cuda.device_count()
-        sys.exit(torchrun(cfg, n_gpus))
+    else:
+        n_gpus = 1
+    srun = own_slurm_step()
+    if n_gpus > 1 or srun:
+        sys.exit(subprocess_train(cfg, n_gpus, srun))
 
     from hades.train import EXIT_DIVERGED, EXIT_PREEMPTED, Preempted, TrainingDiverged, train
 
