@@ -422,6 +422,16 @@ class _Trainer:
             if self.metrics is not None:
                 self.metrics.close()
 
+    def _next_token_ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy in fp32. On CUDA with `kernel: auto` the fused Triton op
+        (kernels/cross_entropy: reads the bf16 logits once, no fp32 copy of the 16K x 50K logits);
+        otherwise F.cross_entropy on fp32 logits, the same function (tests/gpu/test_cross_entropy.py)."""
+        if logits.is_cuda and self.exp.model.kernel == "auto":
+            from kernels.cross_entropy import cross_entropy
+
+            return cross_entropy(logits, targets)
+        return F.cross_entropy(logits.float(), targets)
+
     def _loop(self, ddp, fwd) -> None:
         t, info, dev = self.tcfg, self.info, self.device
         window_t, window_steps = 0.0, 0
@@ -444,7 +454,7 @@ class _Trainer:
                 with sync:
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = fwd(w[:, :-1])
-                    ce = F.cross_entropy(out.logits.float().flatten(0, 1), w[:, 1:].flatten())
+                    ce = self._next_token_ce(out.logits.flatten(0, 1), w[:, 1:].flatten())
                     loss = ce + sum(out.aux_losses.values()) if out.aux_losses else ce
                     (loss / self.accum).backward()
                 sums += torch.stack([loss.detach(), ce.detach()]).double()
