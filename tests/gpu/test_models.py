@@ -54,3 +54,33 @@ def test_kernel_path_matches_reference_path(grid_id):
     assert gf.keys() == gr.keys(), f"{grid_id}: parameters with gradients differ: {set(gf) ^ set(gr)}"
     worst = max(((rel_err(gf[k], gr[k]), k) for k in gr if gr[k].norm() > 0), default=(0.0, ""))
     assert worst[0] <= GRAD_TOL, f"{grid_id}: gradient of {worst[1]} rel err {worst[0]:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hades_compiled_router_equals_eager(dtype):
+    """The torch.compile'd router glue (training on CUDA) computes the eager function: Δ, the
+    routing ids, L_balance, and the gradients they send to the inputs and parameters."""
+    from hades.models.mixers.hades import HadesMixer
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cfg = dataclasses.replace(GRID["hades"], kernel="auto")
+    torch.manual_seed(0)
+    mixer = HadesMixer(cfg, 0).cuda()
+    u = torch.randn(2, 301, cfg.d_model, device="cuda")
+    dt_raw = torch.randn(2, 301, cfg.n_filters, device="cuda").to(dtype)
+    results = []
+    for compiled in (False, True):
+        mixer.zero_grad(set_to_none=True)
+        ui, di = u.clone().requires_grad_(), dt_raw.clone().requires_grad_()
+        route = torch.compile(mixer._route_parallel, dynamic=False) if compiled else mixer._route_parallel
+        delta, delta_nb, ids, balance = route(ui, di)
+        (delta.pow(2).sum() + delta_nb.sum() + balance).backward()
+        grads = [ui.grad, di.grad] + [p.grad for p in (mixer.h_proj.weight, mixer.gamma, mixer.dt_bias)]
+        results.append((delta, delta_nb, ids, balance, grads))
+    (d0, n0, i0, b0, g0), (d1, n1, i1, b1, g1) = results
+    assert torch.equal(i0, i1), "compiled routing picked other filters"
+    for name, a, b in [("delta", d1, d0), ("delta_no_bias", n1, n0), ("balance", b1, b0)] + [
+        (f"grad{k}", x, y) for k, (x, y) in enumerate(zip(g1, g0))
+    ]:
+        assert rel_err(a, b) <= 1e-5, f"{name}: {rel_err(a, b):.2e}"

@@ -123,6 +123,9 @@ class HadesMixer(Mixer):
         self.hook_delta_no_bias = nn.Identity()
         self.hook_routing = nn.Identity()
         self.spectral_bias = True
+        # torch.compile the router glue when training on CUDA (kernel: auto); off for debugging
+        self.compile_router = True
+        self._route_compiled = None
         self.init_weights()
 
     @torch.no_grad()
@@ -213,6 +216,18 @@ class HadesMixer(Mixer):
             delta = delta_no_bias
         return delta, delta_no_bias, ids, scores
 
+    def _route_parallel(self, u: Tensor, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Steps 3-6 of the parallel forward plus L_balance: u (B, T, D), dt_raw (B, T, M) ->
+        delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32.
+
+        Plain tensor ops only, so that torch.compile can fuse them: eagerly they are ~30 kernel
+        launches forward and more backward per layer, and on an H100 HADES's step was bound by
+        the CPU issuing them (docs/benchmarks.md)."""
+        r_proj = self._router_from_u(u) if self.n_experts > 0 else None  # step 3 folded into W_r
+        delta, delta_no_bias, ids, scores = self._route(r_proj, dt_raw)  # steps 4-6
+        balance = balance_loss(scores) if scores is not None else u.new_zeros((), dtype=torch.float32)
+        return delta, delta_no_bias, ids, balance
+
     # -- parallel forward --------------------------------------------------------------------------
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
         b, t, _ = u.shape
@@ -220,9 +235,14 @@ class HadesMixer(Mixer):
         xBC, conv_state = self.conv(xBC, return_state=return_state)  # step 2
         x, B, C = self._ssm_inputs(xBC)
 
-        # step 3 (prefix mean including t, fp32) folded into the router's input projection
-        r_proj = self._router_from_u(u) if self.n_experts > 0 else None
-        delta, delta_no_bias, ids, scores = self._route(r_proj, dt_raw)  # steps 4-6
+        # steps 3-6 and the balance loss (step 9): ~30 small tensor ops, fused by torch.compile
+        # when training on CUDA (`_route_parallel`)
+        route = self._route_parallel
+        if self.use_fast_path(x) and torch.is_grad_enabled() and self.compile_router:
+            if self._route_compiled is None:
+                self._route_compiled = torch.compile(self._route_parallel, dynamic=False)
+            route = self._route_compiled
+        delta, delta_no_bias, ids, balance = route(u, dt_raw)
         delta = self.hook_delta(delta)
         self.hook_delta_no_bias(delta_no_bias)
         self.hook_routing(ids)
@@ -236,7 +256,7 @@ class HadesMixer(Mixer):
         out = self.out_proj(rearrange(slots, "b t h p -> b t (h p)"))
 
         aux = {  # step 9, unweighted
-            "balance": balance_loss(scores) if scores is not None else u.new_zeros((), dtype=torch.float32),
+            "balance": balance,
             "diversity": (diversity_loss_fused if self.use_fast_path(x) else diversity_loss)(slots),
         }
         state = None
