@@ -22,6 +22,7 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", default=["hades", "mamba2"])
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--cpu", action="store_true", help="also the top operators by host (CPU) time")
     args = ap.parse_args(argv)
     from torch.profiler import ProfilerActivity, profile
 
@@ -45,7 +46,8 @@ def main(argv=None):
         for _ in range(2):
             step()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.cpu else [])
+        with profile(activities=acts) as prof:
             step()
             torch.cuda.synchronize()
         ka = prof.key_averages()
@@ -54,6 +56,12 @@ def main(argv=None):
         print(f"\n{gid}: {args.layers} layers, one step, CUDA time {total:.1f} ms; top kernels (ms, calls, name):")
         for ms, n, key in rows:
             print(f"  {ms:8.2f} {n:5d}  {key[:110]}")
+        if args.cpu:
+            cpu_total = sum(e.self_cpu_time_total for e in ka) / 1e3
+            crow = sorted(((e.self_cpu_time_total / 1e3, e.count, e.key) for e in ka), reverse=True)[: args.top]
+            print(f"{gid}: host time {cpu_total:.1f} ms; top operators (ms, calls, name):")
+            for ms, n, key in crow:
+                print(f"  {ms:8.2f} {n:5d}  {key[:110]}")
         report[gid] = {"total_ms": total, "top": [{"ms": ms, "calls": n, "kernel": key} for ms, n, key in rows]}
         del model, opt
         torch.cuda.empty_cache()

@@ -83,4 +83,6 @@ def test_hades_compiled_router_equals_eager(dtype):
     for name, a, b in [("delta", d1, d0), ("delta_no_bias", n1, n0), ("balance", b1, b0)] + [
         (f"grad{k}", x, y) for k, (x, y) in enumerate(zip(g1, g0))
     ]:
-        assert rel_err(a, b) <= 1e-5, f"{name}: {rel_err(a, b):.2e}"
+        # fp32 throughout, except that dt_raw's gradient is rounded to bf16 for bf16 input
+        tol = 1e-5 if dtype == torch.float32 or name != "grad1" else 1e-2
+        assert rel_err(a, b) <= tol, f"{name}: {rel_err(a, b):.2e}"
