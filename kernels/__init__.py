@@ -3,6 +3,9 @@
     kernels/ssd/             Mamba2's state-space dual (scalar decay per head); also HADES's scan
     kernels/selective_scan/  Mamba's S6 selective scan (diagonal decay per channel and state)
     kernels/conv/            the short causal depthwise conv + SiLU of the mixers
+    kernels/norm/            RMSNorm and Mamba2's gated RMSNorm (fused forward and backward)
+    kernels/diversity/       HADES's diversity loss over the slot outputs
+    kernels/cross_entropy/   the LM head's token-level cross-entropy on bf16 logits
 
 Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like
 the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
