@@ -44,6 +44,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
+    diversity) run diversity 120 python3 -m benchmarks.diversity ${DIVERSITY_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

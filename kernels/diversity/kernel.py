@@ -1,8 +1,8 @@
 """Triton kernels of HADES's diversity loss (reference.py has the definition).
 
-One program per row (a token's H x P slot outputs). Forward: normalise the H vectors, the Gram
-matrix G = Ŷ Ŷᵀ by one tl.dot, and the row's sum of (G - I)² (the launcher adds the rows: no
-atomics, deterministic). Backward, recomputing Ŷ and G from the input:
+One program per BLOCK_R rows (a row: a token's H x P slot outputs). Forward: normalise the H
+vectors, the Gram matrices G = Ŷ Ŷᵀ by one batched tl.dot, and the program's sum of (G - I)²
+(the launcher adds the programs' sums: no atomics, deterministic). Backward, recomputing Ŷ and G from the input:
 
     dL/dŶ = c (G - I) Ŷ,  c = 4 g / (rows H²)      (G symmetric; g the upstream gradient)
     dy_i  = (dŶ_i - Ŷ_i <Ŷ_i, dŶ_i>) / ||y_i||     (||y_i|| > eps, else dŶ_i / eps)
@@ -18,44 +18,56 @@ import triton.language as tl
 
 
 @triton.jit
-def _normalised(y_ptr, row, s_row, s_h, H, P, eps, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr):
+def _normalised(y_ptr, row0, R, s_row, s_h, H, P, eps,
+                BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Rows row0 .. row0 + BLOCK_R - 1 as a (BLOCK_R, BLOCK_H, BLOCK_P) fp32 tile, each slot
+    vector divided by max(||y||, eps); also ||y|| and that divisor (BLOCK_R, BLOCK_H)."""
+    offs_r = row0 + tl.arange(0, BLOCK_R)
     offs_h = tl.arange(0, BLOCK_H)
     offs_p = tl.arange(0, BLOCK_P)
-    mask = (offs_h < H)[:, None] & (offs_p < P)[None, :]
-    y = tl.load(y_ptr + row * s_row + offs_h[:, None] * s_h + offs_p[None, :], mask=mask, other=0.0).to(tl.float32)
-    raw = tl.sqrt(tl.sum(y * y, axis=1))  # (BLOCK_H,) ||y_i||
+    mask = (offs_r < R)[:, None, None] & (offs_h < H)[None, :, None] & (offs_p < P)[None, None, :]
+    ptrs = y_ptr + offs_r.to(tl.int64)[:, None, None] * s_row + offs_h[None, :, None] * s_h + offs_p[None, None, :]
+    y = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    raw = tl.sqrt(tl.sum(y * y, axis=2))
     norm = tl.maximum(raw, eps)
-    return y / norm[:, None], raw, norm, offs_h, offs_p, mask
+    return y / norm[:, :, None], raw, norm, offs_r, offs_h, offs_p, mask
+
+
+@triton.jit
+def _gram_minus_eye(yh, offs_r, R, offs_h, H):
+    """(G - I) of each row, zero outside the H x H block and on padded rows: (BLOCK_R, BLOCK_H, BLOCK_H)."""
+    gram = tl.dot(yh, tl.permute(yh, (0, 2, 1)), input_precision="ieee")
+    valid = (offs_r < R)[:, None, None] & ((offs_h < H)[:, None] & (offs_h < H)[None, :])[None, :, :]
+    eye = tl.where(offs_h[:, None] == offs_h[None, :], 1.0, 0.0)[None, :, :]
+    return tl.where(valid, gram - eye, 0.0)
 
 
 @triton.jit
 def diversity_fwd_kernel(
-    y_ptr, part_ptr, H, P, s_row, s_h, eps,
-    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
+    y_ptr, part_ptr, R, H, P, s_row, s_h, eps,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """Grid (rows,). y: (rows, H, P) with unit stride along P; part: (rows,) fp32 sums."""
-    row = tl.program_id(0)
-    yh, _, _, offs_h, _, _ = _normalised(y_ptr, row, s_row, s_h, H, P, eps, BLOCK_H, BLOCK_P)
-    gram = tl.dot(yh, tl.trans(yh), input_precision="ieee")  # (BLOCK_H, BLOCK_H)
-    valid = (offs_h < H)[:, None] & (offs_h < H)[None, :]
-    diff = tl.where(valid, gram - tl.where(offs_h[:, None] == offs_h[None, :], 1.0, 0.0), 0.0)
-    tl.store(part_ptr + row, tl.sum(tl.sum(diff * diff, axis=1), axis=0))
+    """Grid (cdiv(R, BLOCK_R),). y: (R, H, P) with unit stride along P; part: one fp32 sum per program."""
+    pid = tl.program_id(0)
+    yh, _, _, offs_r, offs_h, _, _ = _normalised(y_ptr, pid * BLOCK_R, R, s_row, s_h, H, P, eps, BLOCK_R, BLOCK_H, BLOCK_P)
+    diff = _gram_minus_eye(yh, offs_r, R, offs_h, H)
+    tl.store(part_ptr + pid, tl.sum(tl.sum(tl.sum(diff * diff, axis=2), axis=1), axis=0))
 
 
 @triton.jit
 def diversity_bwd_kernel(
-    y_ptr, dy_ptr, scale_ptr, H, P, s_row, s_h, s_drow, s_dh, eps,
-    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
+    y_ptr, dy_ptr, scale_ptr, R, H, P, s_row, s_h, s_drow, s_dh, eps,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """Grid (rows,). scale: () fp32, c = 4 g / (rows H²). dy: (rows, H, P), unit stride along P."""
-    row = tl.program_id(0)
-    yh, raw, norm, offs_h, offs_p, mask = _normalised(y_ptr, row, s_row, s_h, H, P, eps, BLOCK_H, BLOCK_P)
+    """Grid (cdiv(R, BLOCK_R),). scale: (1,) fp32, c = 4 g / (R H²). dy: (R, H, P), unit stride along P."""
+    pid = tl.program_id(0)
+    yh, raw, norm, offs_r, offs_h, offs_p, mask = _normalised(
+        y_ptr, pid * BLOCK_R, R, s_row, s_h, H, P, eps, BLOCK_R, BLOCK_H, BLOCK_P)
     c = tl.load(scale_ptr)
-    gram = tl.dot(yh, tl.trans(yh), input_precision="ieee")
-    valid = (offs_h < H)[:, None] & (offs_h < H)[None, :]
-    diff = tl.where(valid, gram - tl.where(offs_h[:, None] == offs_h[None, :], 1.0, 0.0), 0.0)
-    dyh = c * tl.dot(diff, yh, input_precision="ieee")  # (BLOCK_H, BLOCK_P)
-    proj = tl.sum(yh * dyh, axis=1)
+    diff = _gram_minus_eye(yh, offs_r, R, offs_h, H)
+    dyh = c * tl.dot(diff, yh, input_precision="ieee")  # (BLOCK_R, BLOCK_H, BLOCK_P)
+    proj = tl.sum(yh * dyh, axis=2)
     # F.normalize divides by max(||y||, eps): below eps the map is y / eps, a plain scaling
-    dy = tl.where((raw > eps)[:, None], dyh - yh * proj[:, None], dyh) / norm[:, None]
-    tl.store(dy_ptr + row * s_drow + offs_h[:, None] * s_dh + offs_p[None, :], dy.to(dy_ptr.dtype.element_ty), mask=mask)
+    dy = tl.where((raw > eps)[:, :, None], dyh - yh * proj[:, :, None], dyh) / norm[:, :, None]
+    ptrs = dy_ptr + offs_r.to(tl.int64)[:, None, None] * s_drow + offs_h[None, :, None] * s_dh + offs_p[None, None, :]
+    tl.store(ptrs, dy.to(dy_ptr.dtype.element_ty), mask=mask)

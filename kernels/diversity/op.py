@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
-CONFIG = {"num_warps": 2}
+CONFIG = {"BLOCK_R": 4, "num_warps": 4}  # rows per program
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -48,12 +48,13 @@ class DiversityLoss(torch.autograd.Function):
     def forward(ctx, y):
         yr = _rows(y)
         rows, h, p = yr.shape
-        part = _empty(rows, like=yr, dtype=torch.float32)
         bh, bp = _blocks(h, p)
+        br = CONFIG["BLOCK_R"]
+        part = _empty(triton.cdiv(rows, br), like=yr, dtype=torch.float32)
         if rows:
-            diversity_fwd_kernel[(rows,)](
-                yr, part, h, p, yr.stride(0), yr.stride(1), EPS,
-                BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+            diversity_fwd_kernel[(triton.cdiv(rows, br),)](
+                yr, part, rows, h, p, yr.stride(0), yr.stride(1), EPS,
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
             )
         ctx.save_for_backward(yr)
         ctx.y_shape = y.shape
@@ -66,10 +67,11 @@ class DiversityLoss(torch.autograd.Function):
         dy = _empty(rows, h, p, like=yr)
         bh, bp = _blocks(h, p)
         scale = (g.float() * 4.0 / max(rows * h * h, 1)).reshape(1).contiguous()
+        br = CONFIG["BLOCK_R"]
         if rows:
-            diversity_bwd_kernel[(rows,)](
-                yr, dy, scale, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
-                BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+            diversity_bwd_kernel[(triton.cdiv(rows, br),)](
+                yr, dy, scale, rows, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
             )
         return dy.reshape(ctx.y_shape)
 
