@@ -55,10 +55,17 @@ class HadesConfig(PretrainedConfig):
 
 @dataclass
 class LMOutput(CausalLMOutput):
-    """CausalLMOutput + the weighted auxiliary losses (summed over layers) and the state."""
+    """CausalLMOutput + the weighted auxiliary losses (summed over layers) and the state.
+
+    logits_padded: the LM head's output over the padded vocabulary (B, T, padded_vocab_size);
+    `logits` is its `[..., :vocab_size]` view. For a caller that computes its own loss (the
+    trainer): `kernels.cross_entropy.cross_entropy(logits_padded, ..., n_classes=vocab_size)`
+    keeps the slice out of the loss's graph (its backward zero-fills and copies a gradient of
+    the padded size). Read-only, like `logits`."""
 
     aux_losses: dict[str, Tensor] | None = None
     state: list[State] | None = None
+    logits_padded: Tensor | None = None
 
 
 class Block(nn.Module):
@@ -155,10 +162,14 @@ class HadesForCausalLM(PreTrainedModel):
         return names
 
     # -- forward -----------------------------------------------------------------------------
-    def logits(self, h: Tensor) -> Tensor:
+    def logits_padded(self, h: Tensor) -> Tensor:
+        """The LM head over the padded vocabulary: (..., d_model) -> (..., padded_vocab_size)."""
         h = self.norm_f(h)
         w = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h, w)[..., : self.cfg.vocab_size]
+        return F.linear(h, w)
+
+    def logits(self, h: Tensor) -> Tensor:
+        return self.logits_padded(h)[..., : self.cfg.vocab_size]
 
     def forward(
         self,
@@ -181,21 +192,27 @@ class HadesForCausalLM(PreTrainedModel):
                 aux_total[k] = aux_total.get(k, 0.0) + v
             if return_state:
                 states.append(st)
-        logits = self.logits(x[:, -logits_to_keep:] if logits_to_keep else x)
+        padded = self.logits_padded(x[:, -logits_to_keep:] if logits_to_keep else x)
+        logits = padded[..., : self.cfg.vocab_size]
         weights = {"balance": self.cfg.lambda_balance, "diversity": self.cfg.lambda_diversity}
         aux_weighted = {k: weights.get(k, 1.0) * v for k, v in aux_total.items()}
         loss = None
         if labels is not None:
             # position t predicts labels[t + 1] and the last one nothing (-100): shifting the labels
             # rather than slicing the logits keeps the (B*T, vocab) rows a view of the logits (no
-            # copy of the largest activation); the fused op accumulates bf16 logits in fp32 and
-            # follows the model's kernel switch like the mixers
-            ce = cross_entropy if self.cfg.kernel == "auto" else cross_entropy_ref
-            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = ce(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+            # copy of the largest activation). On CUDA with kernel "auto" the fused op (bf16 logits
+            # accumulated in fp32) reads the padded logits with n_classes = vocab_size: the
+            # `[..., :vocab]` slice returned as `logits` is not in the loss's graph, so its backward
+            # (a zero fill and a copy of the padded size) never runs. Elsewhere the reference on the
+            # sliced logits, as before.
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()
+            if self.cfg.kernel == "auto" and padded.is_cuda:
+                loss = cross_entropy(padded.flatten(0, 1), targets, ignore_index=-100, n_classes=self.cfg.vocab_size)
+            else:
+                loss = cross_entropy_ref(logits.flatten(0, 1), targets, ignore_index=-100)
             for v in aux_weighted.values():
                 loss = loss + v
-        return LMOutput(loss=loss, logits=logits, aux_losses=aux_weighted, state=states)
+        return LMOutput(loss=loss, logits=logits, aux_losses=aux_weighted, state=states, logits_padded=padded)
 
     # -- recurrent decoding ------------------------------------------------------------------
     def init_state(self, batch_size: int, device=None, dtype=None) -> list[State]:

@@ -422,15 +422,26 @@ class _Trainer:
             if self.metrics is not None:
                 self.metrics.close()
 
-    def _next_token_ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy in fp32. On CUDA with `kernel: auto` the fused Triton op
-        (kernels/cross_entropy: reads the bf16 logits once, no fp32 copy of the 16K x 50K logits);
-        otherwise F.cross_entropy on fp32 logits, the same function (tests/gpu/test_cross_entropy.py)."""
+    def _next_token_ce(self, out, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy in fp32 of the model output `out` (LMOutput) against
+        targets (B*T,). On CUDA with `kernel: auto` the fused Triton op (kernels/cross_entropy:
+        reads the bf16 logits once, no fp32 copy of the 16K x 50K logits) on the padded logits
+        with n_classes = vocab_size, so that the `[..., :vocab]` slice `out.logits` is not in the
+        loss's graph (its backward would zero-fill and copy a gradient of the padded size) --
+        provided `out.logits` is still the view of `out.logits_padded` (a forward hook may have
+        replaced it); otherwise F.cross_entropy on fp32 logits, the same function
+        (tests/gpu/test_cross_entropy.py)."""
+        logits = out.logits
         if logits.is_cuda and self.exp.model.kernel == "auto":
             from kernels.cross_entropy import cross_entropy
 
-            return cross_entropy(logits, targets)
-        return F.cross_entropy(logits.float(), targets)
+            padded = getattr(out, "logits_padded", None)
+            vocab = logits.shape[-1]
+            if (padded is not None and padded.shape[:-1] == logits.shape[:-1] and padded.shape[-1] >= vocab
+                    and padded.data_ptr() == logits.data_ptr() and padded.stride() == logits.stride()):
+                return cross_entropy(padded.flatten(0, 1), targets, n_classes=vocab)
+            return cross_entropy(logits.flatten(0, 1), targets)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets)
 
     def _loop(self, ddp, fwd) -> None:
         t, info, dev = self.tcfg, self.info, self.device
@@ -454,7 +465,7 @@ class _Trainer:
                 with sync:
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = fwd(w[:, :-1])
-                    ce = self._next_token_ce(out.logits.flatten(0, 1), w[:, 1:].flatten())
+                    ce = self._next_token_ce(out, w[:, 1:].flatten())
                     loss = ce + sum(out.aux_losses.values()) if out.aux_losses else ce
                     (loss / self.accum).backward()
                 sums += torch.stack([loss.detach(), ce.detach()]).double()

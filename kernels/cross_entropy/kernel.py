@@ -1,21 +1,24 @@
-"""Triton kernel of the fused cross-entropy forward + logits gradient (`reference.py`).
+"""Triton kernels of the fused cross-entropy (`reference.py`): a forward that reads the logits
+once and a backward that recomputes the softmax from them.
 
 Memory-bound: with a 50K vocabulary the logits are the largest tensor of a training step. One
-program per row reads the row twice, in blocks of BLOCK_V, in the logits' own dtype (bf16 in
-training) with fp32 arithmetic:
+program per row, blocks of BLOCK_V columns, the logits' own dtype in memory (bf16 in training)
+and fp32 arithmetic:
 
-  pass 1: running max m and running sum s of exp(x - m) (online softmax), so that
-          lse = m + log(s) and loss = lse - x[label];
-  pass 2: grad = (exp(x - lse) - onehot(label)) * scale, written once in the logits' dtype,
-          where scale = 1 / #valid rows (the mean), read from device memory so that the host
-          never waits for the count.
+  forward:  running max m and running sum s of exp(x - m) (online softmax), so that
+            lse = m + log(s) and loss = lse - x[label]; it stores the per-row loss and lse
+            (fp32) and nothing of the logits' size;
+  backward: grad = (exp(x - lse) - onehot(label)) * g / #valid, written once in the logits'
+            dtype, where g (the upstream gradient of the loss) and #valid are read from device
+            memory, so that the host never waits for either.
 
-The second read of a row (~100 KB in bf16) hits L2 only while the rows in flight fit in it
-(~400 rows in H100's 50 MB); `benchmarks/cross_entropy.py` tells from the time of the forward
-without (one read) and with the gradient (floor: two transfers) whether it does.
+Padded vocabulary: only the first V (= n_classes) columns of a row are classes; the forward
+reads nothing beyond them (as if the pad columns were -inf) and the backward writes the whole
+row of V_TOTAL columns, zeros in the pad columns, so that the caller can hand over the LM
+head's padded output instead of a slice of it.
 
 Ignored rows (label == ignore_index) get loss 0 and an all-zero gradient row; a label outside
-[0, V) gives a NaN loss instead of an out-of-bounds read.
+[0, V) gives a NaN loss instead of an out-of-bounds read (and a gradient row with no -1).
 """
 
 from __future__ import annotations
@@ -32,25 +35,15 @@ def _lse_step(x, m, s):
 
 
 @triton.jit
-def _grad_block(x, cols, label, lse, scale, valid):
-    """(softmax - onehot) * scale of a block x (fp32); exact zeros on an ignored row, even one
-    that holds inf or NaN."""
-    p = tl.exp(x - lse)
-    g = tl.where(cols == label, p - 1.0, p) * scale
-    return tl.where(valid, g, 0.0)
-
-
-@triton.jit
 def ce_fwd_kernel(
-    x_ptr, labels_ptr, scale_ptr, loss_ptr, lse_ptr, dx_ptr,
-    s_x, s_dx, ignore_index,
-    V: tl.constexpr, BLOCK_V: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    x_ptr, labels_ptr, loss_ptr, lse_ptr,
+    s_x, ignore_index,
+    V: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
-    """Grid (N,). x: (N, V) with unit column stride and row stride s_x; labels: (N,) int64;
-    scale: (1,) fp32; loss, lse: (N,) fp32; dx: (N, V) with row stride s_dx (unused unless
-    WRITE_GRAD). V is a compile-time constant (one vocabulary per model): the full blocks load
-    and store without a mask (vectorised when the row stride is a multiple of 16 elements),
-    only the tail block is masked."""
+    """Grid (N,). x: (N, >= V) with unit column stride and row stride s_x, of which the first V
+    columns are read; labels: (N,) int64; loss, lse: (N,) fp32. V is a compile-time constant
+    (one vocabulary per model): the full blocks load without a mask (vectorised when the row
+    stride is a multiple of 16 bytes' worth of elements), only the tail block is masked."""
     V_FULL: tl.constexpr = V // BLOCK_V * BLOCK_V
     row = tl.program_id(0).to(tl.int64)  # row * s_x overflows int32 beyond ~42K rows of 50K
     x_row = x_ptr + row * s_x
@@ -72,15 +65,48 @@ def ce_fwd_kernel(
     tl.store(loss_ptr + row, tl.where(valid, lse - x_label, 0.0))
     tl.store(lse_ptr + row, lse)
 
-    if WRITE_GRAD:
-        scale = tl.load(scale_ptr)
-        dx_row = dx_ptr + row * s_dx
-        for start in range(0, V_FULL, BLOCK_V):
-            cols = start + offs
-            g = _grad_block(tl.load(x_row + cols).to(tl.float32), cols, label, lse, scale, valid)
-            tl.store(dx_row + cols, g.to(dx_ptr.dtype.element_ty))
-        if V_FULL < V:
-            cols = V_FULL + offs
-            mask = cols < V
-            g = _grad_block(tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32), cols, label, lse, scale, valid)
-            tl.store(dx_row + cols, g.to(dx_ptr.dtype.element_ty), mask=mask)
+
+@triton.jit
+def _grad_block(x, cols, label, lse, scale, valid):
+    """(softmax - onehot) * scale of a block x (fp32); exact zeros on an ignored row, even one
+    that holds inf or NaN."""
+    p = tl.exp(x - lse)
+    g = tl.where(cols == label, p - 1.0, p) * scale
+    return tl.where(valid, g, 0.0)
+
+
+@triton.jit
+def ce_bwd_kernel(
+    x_ptr, labels_ptr, lse_ptr, n_valid_ptr, dloss_ptr, dx_ptr,
+    s_x, s_dx, ignore_index,
+    V: tl.constexpr, V_TOTAL: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """Grid (N,). x: (N, >= V) as in the forward, of which the first V columns are read; labels:
+    (N,) int64; lse: (N,) fp32 from the forward; n_valid: (1,) int64 (#rows not ignored);
+    dloss: (1,) fp32, the upstream gradient of the mean loss; dx: (N, V_TOTAL) with unit column
+    stride and row stride s_dx, every column written: the gradient in columns < V, 0 beyond.
+
+    The columns [0, V_CLS) (whole blocks of classes) load and store without a mask; the blocks
+    from V_CLS to V_TOTAL hold the class tail and the pad columns: loads masked to < V, stores
+    to < V_TOTAL."""
+    V_CLS: tl.constexpr = V // BLOCK_V * BLOCK_V
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * s_x
+    dx_row = dx_ptr + row * s_dx
+    offs = tl.arange(0, BLOCK_V)
+    label = tl.load(labels_ptr + row)
+    valid = label != ignore_index
+    lse = tl.load(lse_ptr + row)
+    # g / 0 on an all-ignored batch is never used: every row is then invalid
+    scale = tl.load(dloss_ptr).to(tl.float32) / tl.load(n_valid_ptr).to(tl.float32)
+
+    for start in range(0, V_CLS, BLOCK_V):
+        cols = start + offs
+        g = _grad_block(tl.load(x_row + cols).to(tl.float32), cols, label, lse, scale, valid)
+        tl.store(dx_row + cols, g.to(dx_ptr.dtype.element_ty))
+    for start in range(V_CLS, V_TOTAL, BLOCK_V):
+        cols = start + offs
+        is_class = cols < V
+        x = tl.load(x_row + cols, mask=is_class, other=0.0).to(tl.float32)
+        g = tl.where(is_class, _grad_block(x, cols, label, lse, scale, valid), 0.0)
+        tl.store(dx_row + cols, g.to(dx_ptr.dtype.element_ty), mask=cols < V_TOTAL)
