@@ -56,30 +56,45 @@ def runner(inp, fn, grad):
 
 
 def sweep(inp, log):
+    """Time every candidate launch configuration; keep the fastest of each pass in op.CONFIG and
+    print one table. Forward candidates of layout "seq" set CONFIG["fwd_seq"]."""
     import kernels.selective_scan.op as op
     from kernels.selective_scan.op import selective_scan
 
-    space = {
-        "fwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w, layout="tcn") for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))]
-        + [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w, layout="tnc") for bt, bc, w in
-           ((2, 128, 4), (4, 128, 4), (8, 128, 4), (4, 64, 2), (4, 32, 1), (8, 32, 1), (2, 256, 8))],
-        "bwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))],
-    }
+    fwd = [dict(layout="tcn", BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))]
+    fwd += [dict(layout="tnc", BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 128, 4), (8, 32, 1))]
+    fwd += [dict(layout="seq", BLOCK_T=bt, BLOCK_C=bc, num_warps=w, bc_fp32=f32) for bt, bc, w, f32 in (
+        (2, 32, 1, False), (4, 32, 1, False), (8, 32, 1, False), (4, 64, 2, False), (4, 128, 4, False),
+        (2, 32, 1, True), (4, 32, 1, True), (2, 64, 2, True))]
+    space = {"fwd": fwd, "bwd": [dict(BLOCK_T=bt, BLOCK_C=bc, num_warps=w) for bt, bc, w in ((8, 32, 4), (4, 32, 4), (8, 16, 2))]}
+    keep = {k: dict(v) for k, v in op.CONFIG.items()}
+    rows = []
     for name, cands in space.items():
         best = None
-        for cfg in cands:
-            op.CONFIG[name] = cfg
+        for cand in cands:
+            cfg = {k: dict(v) for k, v in keep.items()}
+            launch = {k: v for k, v in cand.items() if k != "layout"}
+            if cand.get("layout") == "seq":
+                cfg["fwd"]["layout"], cfg["fwd_seq"] = "seq", launch
+            else:
+                cfg[name] = dict(cand)
+            op.CONFIG.update(cfg)
             fn, leaves = runner(inp, selective_scan, name == "bwd")
             try:
                 ms = bench(fn, rep_ms=100, grad_to_none=leaves if name == "bwd" else None)
             except Exception as e:  # noqa: BLE001 - a config that does not compile is skipped
-                log.append({"kernel": name, **cfg, "ms": f"error {type(e).__name__}"})
-                continue
-            log.append({"kernel": name, **cfg, "ms": ms})
-            print(f"  sweep {name} {cfg}: {ms:.3f} ms", flush=True)
-            if best is None or ms < best[0]:
-                best = (ms, cfg)
-        op.CONFIG[name] = best[1]
+                ms = None
+                err = f"{type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+            log.append({"kernel": name, **cand, "ms": ms if ms is not None else f"error {err}"})
+            rows.append({"pass": name, "layout": cand.get("layout", "-"), "BLOCK_T": cand["BLOCK_T"],
+                         "BLOCK_C": cand["BLOCK_C"], "num_warps": cand["num_warps"], "bc_fp32": cand.get("bc_fp32", "-"),
+                         "ms": f"{ms:.3f}" if ms is not None else err, "best": ""})
+            if ms is not None and (best is None or ms < best[0]):
+                best = (ms, cfg, rows[-1])
+        keep = best[1]
+        best[2]["best"] = "*"
+    op.CONFIG.update(keep)
+    print("sweep (median ms)\n" + table(rows, ["pass", "layout", "BLOCK_T", "BLOCK_C", "num_warps", "bc_fp32", "ms", "best"]), flush=True)
     return dict(op.CONFIG)
 
 

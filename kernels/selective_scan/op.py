@@ -9,7 +9,8 @@ Shapes (the contract of `reference.selective_scan_chunked`):
     -> y: (batch, seqlen, channels) in u's dtype; final_state: (batch, channels, dstate) fp32
 
 All arithmetic is fp32 (the scan has no matrix products); inputs are read in their dtype.
-`chunk_size` is accepted for the contract; the kernels' time tile is CONFIG["BLOCK_T"].
+`chunk_size` is accepted for the contract; the kernels' time tiles are set in CONFIG. The
+forward kernel is CONFIG["fwd"]["layout"]; the benchmark's --sweep times all of them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ from .kernel import (
     LOG2E,
     selective_scan_bwd_kernel,
     selective_scan_fwd_kernel,
+    selective_scan_fwd_seq_kernel,
     selective_scan_fwd_tnc_kernel,
 )
 
 # Launch parameters (tuned on an H100 by benchmarks/selective_scan.py; docs/benchmarks.md).
 CONFIG = {
-    # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel), see kernel.py
+    # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel); "seq": one token
+    # at a time with the states in-thread, launched with "fwd_seq" (see kernel.py)
     "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "tcn"},
+    # BLOCK_T: tokens per unrolled tile (the next tile's inputs load during it); BLOCK_C =
+    # 32 * num_warps keeps one channel per lane; bc_fp32: convert B and C to fp32 before the
+    # kernel (two small extra kernels), since every lane converts all of B_t and C_t per token
+    "fwd_seq": {"BLOCK_T": 4, "BLOCK_C": 32, "num_warps": 1, "bc_fp32": False},
     "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
@@ -54,23 +61,41 @@ def _pow2(n: int) -> int:
 
 
 def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
+    """block_t: the time tile of the kernel that reads `states` (the state entering every tile)."""
     b, t, ch = u.shape
     n = A2.shape[1]
-    cfg = CONFIG["fwd"]
     ntiles = triton.cdiv(t, block_t)
     y = _empty(*u.shape, like=u)
     final = _empty(b, ch, n, like=u, dtype=torch.float32)
     states = _empty(b, ntiles, ch, n, like=u, dtype=torch.float32) if store_states else None
-    block_c = min(cfg["BLOCK_C"], _pow2(ch))
-    kernel = selective_scan_fwd_tnc_kernel if cfg.get("layout") == "tnc" else selective_scan_fwd_kernel
-    kernel[(triton.cdiv(ch, block_c), b)](
+    layout = CONFIG["fwd"].get("layout", "tcn")
+    seq = CONFIG["fwd_seq"] if layout == "seq" else None
+    if seq is not None:
+        A2 = A2.t().contiguous()  # (N, CH): channels last, like every tile of the seq kernel
+        if seq.get("bc_fp32"):
+            B, C = B.float(), C.float()
+    args = (
         u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
         y, final, states if states is not None else final,
         t, ch, n, ntiles,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *y.stride(),
-        BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=_pow2(n),
-        HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states,
-        num_warps=cfg["num_warps"],
+    )
+    flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
+    if seq is not None:
+        seq_t = seq["BLOCK_T"]
+        state_t = block_t if store_states else seq_t  # (unused without states: one compiled variant)
+        assert seq_t % state_t == 0 or state_t % seq_t == 0, (
+            f"fwd_seq BLOCK_T {seq_t} and the state tile {state_t} must divide one another")
+        block_c = min(seq["BLOCK_C"], _pow2(ch))
+        selective_scan_fwd_seq_kernel[(triton.cdiv(ch, block_c), b)](
+            *args, BLOCK_T=seq_t, BLOCK_C=block_c, STATE_T=state_t, **flags, num_warps=seq["num_warps"],
+        )
+        return y, final, states
+    cfg = CONFIG["fwd"]
+    block_c = min(cfg["BLOCK_C"], _pow2(ch))
+    kernel = selective_scan_fwd_tnc_kernel if layout == "tnc" else selective_scan_fwd_kernel
+    kernel[(triton.cdiv(ch, block_c), b)](
+        *args, BLOCK_T=block_t, BLOCK_C=block_c, **flags, num_warps=cfg["num_warps"],
     )
     return y, final, states
 

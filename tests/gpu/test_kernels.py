@@ -125,11 +125,26 @@ def test_ssd_public_entry_uses_triton():
 
 SS_SHAPES = [(2, 63, 64, 16), (1, 300, 96, 8), (2, 1000, 256, 16), (1, 40, 50, 5)]  # batch, seqlen, channels, dstate
 
+# forward kernels: the default tile order "tcn" and the token-by-token "seq" (with a time tile
+# that differs from the backward's, whose states it stores)
+SS_FWD = {"tcn": None, "seq": dict(BLOCK_T=4, BLOCK_C=32, num_warps=1)}
+
+
+@pytest.fixture(params=list(SS_FWD))
+def ss_fwd(request, monkeypatch):
+    """Runs the test with the forward kernel of this layout."""
+    import kernels.selective_scan.op as op
+
+    monkeypatch.setitem(op.CONFIG, "fwd", dict(op.CONFIG["fwd"], layout=request.param))
+    if SS_FWD[request.param] is not None:
+        monkeypatch.setitem(op.CONFIG, "fwd_seq", SS_FWD[request.param])
+    return request.param
+
 
 @pytest.mark.parametrize("shape", SS_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("mode", ["plain", "init_noncontig", "noD"])
-def test_selective_scan_matches_reference(shape, dtype, mode):
+def test_selective_scan_matches_reference(shape, dtype, mode, ss_fwd):
     from kernels.selective_scan.op import selective_scan
 
     b, t, c, n = shape
@@ -163,13 +178,13 @@ def test_selective_scan_matches_reference(shape, dtype, mode):
     g_ours = _grads((y, fin), [inp[k] for k in names], cot)
     (yr, fr), g_ref = res["ref"]
     (yl, fl), g_low = res["low"]
-    check(f"ss {mode} {shape} y", y, yr, dtype, yl)
-    check(f"ss {mode} {shape} final_state", fin, fr, dtype, fl)
+    check(f"ss {ss_fwd} {mode} {shape} y", y, yr, dtype, yl)
+    check(f"ss {ss_fwd} {mode} {shape} final_state", fin, fr, dtype, fl)
     for k, go, gr, gl in zip(names, g_ours, g_ref, g_low):
-        check(f"ss {mode} {shape} d{k}", go, gr, dtype, gl)
+        check(f"ss {ss_fwd} {mode} {shape} d{k}", go, gr, dtype, gl)
 
 
-def test_selective_scan_chain_of_trust_loop():
+def test_selective_scan_chain_of_trust_loop(ss_fwd):
     from kernels.selective_scan.op import selective_scan
 
     gen = torch.Generator(device=DEV).manual_seed(2)
@@ -177,8 +192,8 @@ def test_selective_scan_chain_of_trust_loop():
     u, dl, A, B, C, D, s0 = r(1, 45, 32), F.softplus(r(1, 45, 32)), -torch.exp(r(32, 16)), r(1, 45, 16), r(1, 45, 16), r(32), r(1, 32, 16)
     y, fin = selective_scan(u, dl, A, B, C, D, initial_state=s0)
     yr, fr = selective_scan_loop(*(v.double() for v in (u, dl, A, B, C, D, s0)))
-    check("ss loop y", y, yr, torch.float32)
-    check("ss loop final_state", fin, fr, torch.float32)
+    check(f"ss {ss_fwd} loop y", y, yr, torch.float32)
+    check(f"ss {ss_fwd} loop final_state", fin, fr, torch.float32)
 
 
 # -- short conv -----------------------------------------------------------------------------
@@ -207,12 +222,15 @@ def test_conv_matches_reference(case, dtype):
         check(f"conv {case} {name}", go, gr, dtype)
 
 
-@pytest.mark.parametrize("layout", ["tcn", "tnc"])
+@pytest.mark.parametrize("layout", ["tcn", "tnc", "seq", "seq_2warps", "seq_t16", "seq_bcf32"])
 def test_selective_scan_forward_layouts(layout, monkeypatch):
-    """Both tile orders of the forward kernel compute the reference (bf16 and fp32, with a backward)."""
+    """Every forward kernel computes the reference (bf16 and fp32, with a backward); "seq" also
+    with two warps, a time tile longer than the backward's, and B, C converted to fp32."""
     import kernels.selective_scan.op as op
 
-    monkeypatch.setitem(op.CONFIG, "fwd", dict(BLOCK_T=4, BLOCK_C=64, num_warps=2, layout=layout))
+    monkeypatch.setitem(op.CONFIG, "fwd", dict(BLOCK_T=4, BLOCK_C=64, num_warps=2, layout=layout.split("_")[0]))
+    seq = {"seq_2warps": (4, 64, 2, False), "seq_t16": (16, 32, 1, False), "seq_bcf32": (2, 32, 1, True)}.get(layout, (8, 32, 1, False))
+    monkeypatch.setitem(op.CONFIG, "fwd_seq", dict(zip(("BLOCK_T", "BLOCK_C", "num_warps", "bc_fp32"), seq)))
     gen = torch.Generator(device=DEV).manual_seed(5)
     r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
     for dtype in (torch.float32, torch.bfloat16):
