@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
-CONFIG = {"BLOCK_R": 4, "num_warps": 4}  # rows per program
+CONFIG = {"BLOCK_R": 4, "num_warps": 2}  # rows per program; H100 sweep (benchmarks/diversity.py --sweep)
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
