@@ -26,23 +26,44 @@ ORDER = ["hades", "mamba2", "mamba", "hades_no_balance", "hades_no_diversity", "
          "linear_attn", "retnet", "deltanet", "smamba"]
 
 
-def run_one(cfg, batch, seqlen, warmup, steps):
+def run_one(cfg, batch, seqlen, warmup, steps, cuda_graph=False):
     from hades.models import build_model
 
     torch.cuda.empty_cache()
     torch.manual_seed(0)
     model = build_model(cfg).cuda()
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=cuda_graph)
     ids = torch.randint(0, cfg.vocab_size, (batch, seqlen), device="cuda")
 
-    def step():
+    def eager_step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(ids, labels=ids).loss
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        if not cuda_graph:
+            opt.zero_grad(set_to_none=True)
         return loss
+
+    step = eager_step
+    if cuda_graph:
+        # experiment (not used by the trainer): the whole step (forward, backward, AdamW) as one
+        # CUDA graph, which takes the host out of the loop -> the step's GPU-bound time
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                opt.zero_grad(set_to_none=True)
+                eager_step()
+        torch.cuda.current_stream().wait_stream(side)
+        opt.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            graph_loss = eager_step()
+
+        def step():
+            graph.replay()
+            return graph_loss
 
     for _ in range(warmup):
         loss = step()
@@ -63,6 +84,50 @@ def run_one(cfg, batch, seqlen, warmup, steps):
     return row
 
 
+def graph_matches_eager(cfg, batch, seqlen, n_steps=6, warmup=2) -> float:
+    """Max relative difference of the per-step losses of the CUDA-graph replay and the eager
+    step over n_steps from the same init and data (checks that the replayed step trains)."""
+    from hades.models import build_model
+
+    losses = {}
+    for mode in ("eager", "graph"):
+        torch.manual_seed(0)
+        model = build_model(cfg).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=mode == "graph")
+        ids = torch.randint(0, cfg.vocab_size, (batch, seqlen), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+
+        def step(model=model, opt=opt, ids=ids):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            return loss
+
+        out = []
+        if mode == "eager":
+            for _ in range(n_steps):
+                out.append(step().item())
+                opt.zero_grad(set_to_none=True)
+        else:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    opt.zero_grad(set_to_none=True)
+                    out.append(step().item())
+            torch.cuda.current_stream().wait_stream(side)
+            opt.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                graph_loss = step()
+            for _ in range(n_steps - warmup):
+                graph.replay()
+                out.append(graph_loss.item())
+        losses[mode] = out
+    print(f"{cfg.arch}: eager losses {losses['eager']}\n{cfg.arch}: graph losses {losses['graph']}", flush=True)
+    return max(abs(a - b) / abs(a) for a, b in zip(losses["eager"], losses["graph"]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/paper.yaml")
@@ -73,7 +138,14 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--budget-s", type=float, default=280)
     ap.add_argument("--only", nargs="*", help="grid ids (default: all)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="experiment: replay the whole step as a CUDA graph (the GPU-bound time)")
     args = ap.parse_args(argv)
+    if args.cuda_graph:  # the replayed step must train like the eager one
+        for gid in [g for g in ("hades", "mamba2") if not args.only or g in args.only]:
+            cfg = grid_models(args.config, n_layer=2, vocab_size=50277, kernel="auto")[gid]
+            print(f"{gid}: CUDA-graph vs eager losses over 6 steps, max rel. diff "
+                  f"{graph_matches_eager(cfg, 2, 512):.2e}", flush=True)
     start, rows, ratios = time.perf_counter(), [], {}
     for n_layer in args.layers:
         grid = grid_models(args.config, n_layer=n_layer, vocab_size=50277, kernel="auto")
@@ -88,7 +160,7 @@ def main(argv=None):
             else:
                 t0 = time.perf_counter()
                 try:
-                    row.update(run_one(dataclasses.replace(grid[gid]), args.batch, args.seqlen, args.warmup, args.steps))
+                    row.update(run_one(dataclasses.replace(grid[gid]), args.batch, args.seqlen, args.warmup, args.steps, args.cuda_graph))
                 except Exception as e:  # noqa: BLE001 - reported in the table
                     row["error"] = f"{type(e).__name__}: {str(e)[:120]}"
                 row["wall_s"] = time.perf_counter() - t0
