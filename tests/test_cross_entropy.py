@@ -35,13 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a loaded 2-core machine: a second intra-op thread only adds overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _rel(a, b) -> float:
@@ -169,9 +163,10 @@ def _interpreter_checks() -> list[dict]:
     gradient under an upstream 0.7 against the fp64 reference on the same (rounded) logits;
     padded cases: exact zeros in the pad columns (which hold NaN: the kernels never read them,
     and the outputs start as NaN: the backward writes them)."""
+    import kernels._buffers
     from kernels.cross_entropy import op
 
-    op.POISON_OUTPUTS = True
+    kernels._buffers.POISON_OUTPUTS = True  # every output buffer starts as NaN
     out = []
     for name, n, v, dt, layout, block, pad in INTERPRETER_CASES:
         op.CONFIG["BLOCK_V"] = block or 4096

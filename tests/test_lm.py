@@ -34,13 +34,7 @@ VOCAB = CFG.tokenizer["vocab_size"]
 NO_DECAY_LEAVES = {"A_log", "D", "dt_bias", "gamma"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Toy models: intra-op threads only add overhead, and far more on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _model(gid: str, seed: int = 0) -> HadesForCausalLM:

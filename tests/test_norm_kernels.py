@@ -30,13 +30,7 @@ from kernels.norm import gated_rms_norm, gated_rms_norm_ref, rms_norm, rms_norm_
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a loaded 2-core machine: a second intra-op thread only adds overhead."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _rel(a, b) -> float:
@@ -165,9 +159,10 @@ def _interpreter_checks() -> list[dict]:
     """Run in a process with TRITON_INTERPRET=1: per case, out and every gradient against the
     fp64 reference on the same (rounded) inputs and upstream gradient (non-contiguous), each
     within the tolerance of its own dtype, and the output / gradient dtypes."""
+    import kernels._buffers
     from kernels.norm import op
 
-    op.POISON_OUTPUTS = True
+    kernels._buffers.POISON_OUTPUTS = True  # every output buffer starts as NaN
     out = []
     for i, (name, kind, lead, dim, gs, ydt, zdt, wdt, layout, tile) in enumerate(INTERPRETER_CASES):
         op.CONFIG.update(FWD_TILE=tile or 4096, BWD_TILE=tile or 4096)

@@ -19,14 +19,7 @@ from kernels.ssd import ssd_chunked, ssd_loop, ssd_scan
 REPO = Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-9, atol=1e-10)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation, which costs
-    10x on a loaded 2-core machine. Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 

@@ -33,14 +33,7 @@ VARIANTS = {
     "hades_groups": dict(arch="hades", n_active=4, n_shared=1, n_groups=2),
 }
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation, which costs
-    10x on a loaded 2-core machine. Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 

@@ -16,21 +16,13 @@ import torch
 import triton
 from torch import Tensor
 
+from .._buffers import empty as _empty
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
 CONFIG = {"BLOCK_R": 4, "num_warps": 2}  # rows per program; H100 sweep (benchmarks/diversity.py --sweep)
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-# Tests set this to fill every output buffer with NaN before the kernels write it.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    dtype = dtype or like.dtype
-    if POISON_OUTPUTS:
-        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
-    return torch.empty(shape, device=like.device, dtype=dtype)
 
 
 def _rows(y: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ import torch
 import triton
 from torch import Tensor
 
+from .._buffers import empty as _empty
 from .kernel import norm_bwd_kernel, norm_fwd_kernel
 
 # FWD_TILE / BWD_TILE: elements (rows x next_power_of_2(group)) of one program's tile; a row is
@@ -27,16 +28,6 @@ CONFIG = {"FWD_TILE": 2048, "FWD_WARPS": 8, "BWD_TILE": 2048, "BWD_WARPS": 8, "B
 MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the public entry falls back above
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-# Tests set this to fill every output buffer with NaN before the kernels write it, so a row or
-# partial sum that a kernel fails to write shows up as NaN instead of stale memory.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    dtype = dtype or like.dtype
-    if POISON_OUTPUTS:
-        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
-    return torch.empty(shape, device=like.device, dtype=dtype)
 
 
 def _rows(t: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ import torch
 import triton
 from torch import Tensor
 
+from .._buffers import empty as _empty
 from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_dt_kernel, ssd_fwd_kernel
 
 # Launch parameters per kernel (tuned on an H100 by benchmarks/ssd.py; see docs/benchmarks.md).
@@ -43,16 +44,6 @@ CONFIG = {
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
 
 
-# Tests set this to fill every output buffer with NaN before the kernels write it, so a tile
-# that a kernel fails to write shows up as NaN instead of stale memory.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    dtype = dtype or like.dtype
-    if POISON_OUTPUTS:
-        return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
-    return torch.empty(shape, device=like.device, dtype=dtype)
 
 
 def _pow2(n: int) -> int:
