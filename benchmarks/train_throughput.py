@@ -1,13 +1,18 @@
 """End-to-end training throughput of every grid id on one GPU (issue 4, acceptance 3).
 
-    python -m benchmarks.train_throughput [--layers 4 16] [--only hades mamba2] [--batch 8] [--seqlen 2048]
+    python -m benchmarks.train_throughput [--layers 4 16] [--only hades mamba2] [--mode eager graph]
 
 Each model of config/paper.yaml at its paper width (1024) with `--layers` layers (the attention
-baselines keep their SwiGLU MLPs), GPT-NeoX vocabulary (50,277), bf16 autocast, fused AdamW:
-a few warm-up steps (Triton compilation), then timed full steps (forward, backward, optimizer),
-each timed alone with CUDA events; the median is reported (min-max beside it).
-Prints tokens/s, ms/step and peak memory, and HADES / Mamba2 (goal >= 1.3: HADES has half the
-SSM width). `--budget-s` stops starting new models once spent (rows left out say so).
+baselines keep their SwiGLU MLPs), GPT-NeoX vocabulary (50,277), batch 8 x 2048, bf16 autocast,
+timed through the trainer's own step (hades/train/loop.py): `micro_step` (forward, fused
+cross-entropy + auxiliary losses, backward), the host reading the step's loss (the divergence
+check), gradient clipping, the trainer's AdamW (paper parameter groups) and its schedule, with
+the token ids copied from the host each step. `--mode graph` is `train.cuda_graph` (the
+micro-step replayed as a CUDA graph, hades/train/graph.py), `eager` the eager step. A few
+warm-up steps (Triton compilation, the capture), then timed steps, each timed alone with CUDA
+events; the median is reported (min-max beside it). Prints tokens/s, ms/step and peak reserved
+memory (the graph's private pool is reserved, not allocated), and HADES / Mamba2 per mode
+(goal >= 1.3: HADES has half the SSM width). `--budget-s` stops starting new models once spent.
 """
 
 from __future__ import annotations
@@ -26,44 +31,42 @@ ORDER = ["hades", "mamba2", "mamba", "hades_no_balance", "hades_no_diversity", "
          "linear_attn", "retnet", "deltanet", "smamba"]
 
 
-def run_one(cfg, batch, seqlen, warmup, steps, cuda_graph=False):
+def run_one(cfg, batch, seqlen, warmup, steps, mode="eager"):
+    from hades.config import TrainConfig
     from hades.models import build_model
+    from hades.train.graph import GraphedMicroStep
+    from hades.train.loop import micro_step
+    from hades.train.optim import build_optimizer, build_scheduler
 
     torch.cuda.empty_cache()
     torch.manual_seed(0)
-    model = build_model(cfg).cuda()
+    dev = torch.device("cuda")
+    model = build_model(cfg).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=cuda_graph)
-    ids = torch.randint(0, cfg.vocab_size, (batch, seqlen), device="cuda")
+    tcfg = TrainConfig(steps=1000, lr=1e-4, warmup_steps=10, seq_len=seqlen, global_batch=batch, micro_batch=batch)
+    opt = build_optimizer(model, tcfg)
+    sched = build_scheduler(opt, tcfg)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seqlen + 1))  # on the host, as the trainer's data
 
-    def eager_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(ids, labels=ids).loss
-        loss.backward()
+    def fwd_bwd(w):
+        return micro_step(model, w, accum=1, bf16=True, kernel=cfg.kernel)
+
+    graph = GraphedMicroStep(model, fwd_bwd, dev, strict=True, label=cfg.arch) if mode == "graph" else None
+
+    def step():
+        if graph is not None:
+            graph.zero_grad()
+            graph(ids)
+            stats, _ = graph.stats()
+        else:
+            stats, _ = fwd_bwd(ids.to(dev, non_blocking=True))
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss, _ = float(stats[0]), float(gn)  # the trainer's divergence check syncs here
         opt.step()
-        if not cuda_graph:
+        sched.step()
+        if graph is None:
             opt.zero_grad(set_to_none=True)
         return loss
-
-    step = eager_step
-    if cuda_graph:
-        # experiment (not used by the trainer): the whole step (forward, backward, AdamW) as one
-        # CUDA graph, which takes the host out of the loop -> the step's GPU-bound time
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                opt.zero_grad(set_to_none=True)
-                eager_step()
-        torch.cuda.current_stream().wait_stream(side)
-        opt.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            graph_loss = eager_step()
-
-        def step():
-            graph.replay()
-            return graph_loss
 
     for _ in range(warmup):
         loss = step()
@@ -77,55 +80,12 @@ def run_one(cfg, batch, seqlen, warmup, steps, cuda_graph=False):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
+    if graph is not None and not graph.captured:
+        raise RuntimeError(f"not captured: {graph.failed}")
     dt = statistics.median(times)
-    row = {"params_M": n_params / 1e6, "ms_per_step": dt * 1e3, "tokens_per_s": batch * seqlen / dt,
-           "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30, "loss": loss.item(),
-           "ms_min_max": f"{min(times) * 1e3:.1f}-{max(times) * 1e3:.1f}"}
-    return row
-
-
-def graph_matches_eager(cfg, batch, seqlen, n_steps=6, warmup=2) -> float:
-    """Max relative difference of the per-step losses of the CUDA-graph replay and the eager
-    step over n_steps from the same init and data (checks that the replayed step trains)."""
-    from hades.models import build_model
-
-    losses = {}
-    for mode in ("eager", "graph"):
-        torch.manual_seed(0)
-        model = build_model(cfg).cuda()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=mode == "graph")
-        ids = torch.randint(0, cfg.vocab_size, (batch, seqlen), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-
-        def step(model=model, opt=opt, ids=ids):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(ids, labels=ids).loss
-            loss.backward()
-            opt.step()
-            return loss
-
-        out = []
-        if mode == "eager":
-            for _ in range(n_steps):
-                out.append(step().item())
-                opt.zero_grad(set_to_none=True)
-        else:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(warmup):
-                    opt.zero_grad(set_to_none=True)
-                    out.append(step().item())
-            torch.cuda.current_stream().wait_stream(side)
-            opt.zero_grad(set_to_none=True)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                graph_loss = step()
-            for _ in range(n_steps - warmup):
-                graph.replay()
-                out.append(graph_loss.item())
-        losses[mode] = out
-    print(f"{cfg.arch}: eager losses {losses['eager']}\n{cfg.arch}: graph losses {losses['graph']}", flush=True)
-    return max(abs(a - b) / abs(a) for a, b in zip(losses["eager"], losses["graph"]))
+    return {"params_M": n_params / 1e6, "ms_per_step": dt * 1e3, "tokens_per_s": batch * seqlen / dt,
+            "peak_reserved_GiB": torch.cuda.max_memory_reserved() / 2**30, "loss": loss,
+            "ms_min_max": f"{min(times) * 1e3:.1f}-{max(times) * 1e3:.1f}"}
 
 
 def main(argv=None):
@@ -134,18 +94,13 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, nargs="+", default=[4], help="one or more depths")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=2048)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps (graph mode captures after 3)")
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--budget-s", type=float, default=280)
     ap.add_argument("--only", nargs="*", help="grid ids (default: all)")
-    ap.add_argument("--cuda-graph", action="store_true",
-                    help="experiment: replay the whole step as a CUDA graph (the GPU-bound time)")
+    ap.add_argument("--mode", nargs="+", choices=["eager", "graph"], default=["eager", "graph"],
+                    help="the trainer's eager step and/or train.cuda_graph")
     args = ap.parse_args(argv)
-    if args.cuda_graph:  # the replayed step must train like the eager one
-        for gid in [g for g in ("hades", "mamba2") if not args.only or g in args.only]:
-            cfg = grid_models(args.config, n_layer=2, vocab_size=50277, kernel="auto")[gid]
-            print(f"{gid}: CUDA-graph vs eager losses over 6 steps, max rel. diff "
-                  f"{graph_matches_eager(cfg, 2, 512):.2e}", flush=True)
     start, rows, ratios = time.perf_counter(), [], {}
     for n_layer in args.layers:
         grid = grid_models(args.config, n_layer=n_layer, vocab_size=50277, kernel="auto")
@@ -154,27 +109,29 @@ def main(argv=None):
             ids = [g for g in ids if g in args.only]
         by = {}
         for gid in ids:
-            row = {"grid_id": gid, "arch": grid[gid].arch, "layers": n_layer}
-            if time.perf_counter() - start > args.budget_s:
-                row["error"] = "not run (time budget of this call spent)"
-            else:
-                t0 = time.perf_counter()
-                try:
-                    row.update(run_one(dataclasses.replace(grid[gid]), args.batch, args.seqlen, args.warmup, args.steps, args.cuda_graph))
-                except Exception as e:  # noqa: BLE001 - reported in the table
-                    row["error"] = f"{type(e).__name__}: {str(e)[:120]}"
-                row["wall_s"] = time.perf_counter() - t0
-            rows.append(row)
-            by[gid] = row
-            print(row, flush=True)
-        if "tokens_per_s" in by.get("hades", {}) and "tokens_per_s" in by.get("mamba2", {}):
-            ratios[n_layer] = by["hades"]["tokens_per_s"] / by["mamba2"]["tokens_per_s"]
-    cols = ["grid_id", "arch", "layers", "params_M", "tokens_per_s", "ms_per_step", "ms_min_max", "peak_mem_GiB",
-            "wall_s", "error"]
-    print(f"\ntraining throughput: width 1024, batch {args.batch} x {args.seqlen}, bf16 autocast, fused AdamW, "
+            for mode in args.mode:
+                row = {"grid_id": gid, "arch": grid[gid].arch, "layers": n_layer, "mode": mode}
+                if time.perf_counter() - start > args.budget_s:
+                    row["error"] = "not run (time budget of this call spent)"
+                else:
+                    t0 = time.perf_counter()
+                    try:
+                        row.update(run_one(dataclasses.replace(grid[gid]), args.batch, args.seqlen, args.warmup, args.steps, mode))
+                    except Exception as e:  # noqa: BLE001 - reported in the table
+                        row["error"] = f"{type(e).__name__}: {str(e)[:120]}"
+                    row["wall_s"] = time.perf_counter() - t0
+                rows.append(row)
+                by[gid, mode] = row
+                print(row, flush=True)
+        for mode in args.mode:
+            if "tokens_per_s" in by.get(("hades", mode), {}) and "tokens_per_s" in by.get(("mamba2", mode), {}):
+                ratios[f"{n_layer} layers, {mode}"] = by["hades", mode]["tokens_per_s"] / by["mamba2", mode]["tokens_per_s"]
+    cols = ["grid_id", "arch", "layers", "mode", "params_M", "tokens_per_s", "ms_per_step", "ms_min_max",
+            "peak_reserved_GiB", "wall_s", "error"]
+    print(f"\ntraining throughput: width 1024, batch {args.batch} x {args.seqlen}, bf16 autocast, the trainer's step, "
           f"median of {args.steps} steps\n" + table(rows, cols))
-    for n_layer, ratio in ratios.items():
-        print(f"{n_layer} layers: HADES / Mamba2 tokens/s = {ratio:.2f} (goal >= 1.3)")
+    for key, ratio in ratios.items():
+        print(f"{key}: HADES / Mamba2 tokens/s = {ratio:.2f} (goal >= 1.3)")
     save("train_throughput", {"env": environment(), "args": vars(args), "rows": rows, "hades_over_mamba2": ratios})
 
 

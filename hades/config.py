@@ -101,6 +101,9 @@ class TrainConfig:
     log_every: int = 10
     num_threads: int = 0
     compile: bool = False
+    # capture each micro-batch's forward + backward as a CUDA graph (hades/train/graph.py):
+    # "auto" = on a single CUDA process (falls back to eager if the capture fails), true = must
+    cuda_graph: bool | str = "auto"
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,17 @@ def test_hades_train_subcommand_is_registered(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     assert "--model" in capsys.readouterr().out
+
+
+def test_cuda_graph_true_needs_one_cuda_process(tiny):
+    """train.cuda_graph: true on the CPU names the key, the file and why; auto trains eagerly."""
+    from hades.config import ConfigError
+
+    cfg, path = tiny.config("graph", steps=2, cuda_graph=True)
+    with pytest.raises(ConfigError, match=r"experiments\.tiny\.train\.cuda_graph: true, but the device is cpu") as e:
+        train(cfg, "tiny")
+    assert str(path) in str(e.value)
+    auto, _ = tiny.config("auto", steps=2, cuda_graph="auto")
+    assert train(auto, "tiny")["cuda_graph"] is False
+    with pytest.raises(ConfigError, match="cuda_graph"):
+        tiny.config("bad", steps=2, cuda_graph="yes")

@@ -79,7 +79,7 @@ EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: temporary failure, rerun (requeue
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # TrainConfig fields that change how a run is recorded, not what it computes: a checkpoint
 # written under other values of these is still resumed.
-BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "num_threads", "compile", "device")
+BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "num_threads", "compile", "device", "cuda_graph")
 PREEMPTED_MARKER = "PREEMPTED"
 
 
@@ -225,6 +225,43 @@ def _fmt_rate(x: float) -> str:
     return f"{x / 1e6:.2f}M" if x >= 1e6 else (f"{x / 1e3:.1f}K" if x >= 1e3 else f"{x:.0f}")
 
 
+def next_token_ce(out, targets: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
+    """Mean next-token cross-entropy in fp32 of the model output `out` (LMOutput) against
+    targets (B*T,). On CUDA with `kernel: auto` the fused Triton op (kernels/cross_entropy:
+    reads the bf16 logits once, no fp32 copy of the 16K x 50K logits) on the padded logits
+    with n_classes = vocab_size, so that the `[..., :vocab]` slice `out.logits` is not in the
+    loss's graph (its backward would zero-fill and copy a gradient of the padded size) --
+    provided `out.logits` is still the view of `out.logits_padded` (a forward hook may have
+    replaced it); otherwise F.cross_entropy on fp32 logits, the same function
+    (tests/gpu/test_cross_entropy.py)."""
+    logits = out.logits
+    if logits.is_cuda and kernel == "auto":
+        from kernels.cross_entropy import cross_entropy
+
+        padded = getattr(out, "logits_padded", None)
+        vocab = logits.shape[-1]
+        if (padded is not None and padded.shape[:-1] == logits.shape[:-1] and padded.shape[-1] >= vocab
+                and padded.data_ptr() == logits.data_ptr() and padded.stride() == logits.stride()):
+            return cross_entropy(padded.flatten(0, 1), targets, n_classes=vocab)
+        return cross_entropy(logits.flatten(0, 1), targets)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets)
+
+
+def micro_step(fwd, w: torch.Tensor, *, accum: int, bf16: bool, kernel: str = "auto") -> tuple[torch.Tensor, list[str]]:
+    """Forward, loss and backward (scaled by 1/accum) of one micro-batch w (B, T + 1) of token
+    ids through `fwd` (the model, or its DDP/compiled wrapper); returns fp64 [loss, ce, aux...]
+    (detached) and the aux losses' names in that order. The function graph.py captures: no
+    host syncs in here."""
+    with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = fwd(w[:, :-1])
+    ce = next_token_ce(out, w[:, 1:].flatten(), kernel)
+    aux = out.aux_losses or {}
+    loss = ce + sum(aux.values()) if aux else ce
+    (loss / accum).backward()
+    names = sorted(aux)
+    return torch.stack([loss.detach(), ce.detach(), *(aux[n].detach() for n in names)]).double(), names
+
+
 def train(cfg: Config, grid_id: str, *, rule: str = "train") -> dict[str, Any]:
     """Train grid id `grid_id` of `cfg` (resuming if checkpoints exist) and export it.
 
@@ -256,6 +293,7 @@ class _Trainer:
             )
         self.accum = per_rank // t.micro_batch
         self.bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+        self.use_graph = self._graph_mode(cfg, grid_id, t, info, device)
 
         self.data = open_dataset(self.paths.manifest, "train")
         vocab = int(self.data.vocab_size)
@@ -311,6 +349,21 @@ class _Trainer:
         self.mlrun: tracking.TrainingRun | None = None
         self.pending: list[tuple[int, dict[str, float]]] = []
         self.recent: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _graph_mode(cfg: Config, grid_id: str, t, info: D.DistInfo, device: torch.device) -> bool:
+        """Whether to replay the micro-step as a CUDA graph (train.cuda_graph; graph.py)."""
+        if t.cuda_graph is False:
+            return False
+        blockers = [why for bad, why in (
+            (device.type != "cuda", f"the device is {device.type}"),
+            (info.enabled, f"{info.world_size} processes (the graph has no DDP all-reduce)"),
+            (t.compile, "train.compile is on"),
+        ) if bad]
+        if blockers and t.cuda_graph is True:
+            raise ConfigError(f"{cfg.source}: experiments.{grid_id}.train.cuda_graph: true, but {'; '.join(blockers)}; "
+                              f"set it to auto or false")
+        return not blockers
 
     # -- set-up ------------------------------------------------------------------------------
     def _resume(self) -> LoadedCheckpoint | None:
@@ -385,6 +438,7 @@ class _Trainer:
                     "hades.world_size": info.world_size,
                     "hades.device": self.device.type,
                     "hades.n_params": self.n_params,
+                    "hades.cuda_graph": self.use_graph,
                 },
             )
             # records of the restored steps that never reached the store (it was unreachable
@@ -405,6 +459,12 @@ class _Trainer:
 
             ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         fwd = torch.compile(ddp) if t.compile else ddp
+        self.graph = None
+        if self.use_graph:
+            from .graph import GraphedMicroStep
+
+            self.graph = GraphedMicroStep(self.model, lambda w: self._micro_step(fwd, w), self.device,
+                                          strict=t.cuda_graph is True, label=self.grid_id)
         try:
             self._loop(ddp, fwd)
             return self._finish()
@@ -422,26 +482,8 @@ class _Trainer:
             if self.metrics is not None:
                 self.metrics.close()
 
-    def _next_token_ce(self, out, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy in fp32 of the model output `out` (LMOutput) against
-        targets (B*T,). On CUDA with `kernel: auto` the fused Triton op (kernels/cross_entropy:
-        reads the bf16 logits once, no fp32 copy of the 16K x 50K logits) on the padded logits
-        with n_classes = vocab_size, so that the `[..., :vocab]` slice `out.logits` is not in the
-        loss's graph (its backward would zero-fill and copy a gradient of the padded size) --
-        provided `out.logits` is still the view of `out.logits_padded` (a forward hook may have
-        replaced it); otherwise F.cross_entropy on fp32 logits, the same function
-        (tests/gpu/test_cross_entropy.py)."""
-        logits = out.logits
-        if logits.is_cuda and self.exp.model.kernel == "auto":
-            from kernels.cross_entropy import cross_entropy
-
-            padded = getattr(out, "logits_padded", None)
-            vocab = logits.shape[-1]
-            if (padded is not None and padded.shape[:-1] == logits.shape[:-1] and padded.shape[-1] >= vocab
-                    and padded.data_ptr() == logits.data_ptr() and padded.stride() == logits.stride()):
-                return cross_entropy(padded.flatten(0, 1), targets, n_classes=vocab)
-            return cross_entropy(logits.flatten(0, 1), targets)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets)
+    def _micro_step(self, fwd, w: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        return micro_step(fwd, w, accum=self.accum, bf16=self.bf16, kernel=self.exp.model.kernel)
 
     def _loop(self, ddp, fwd) -> None:
         t, info, dev = self.tcfg, self.info, self.device
@@ -456,23 +498,22 @@ class _Trainer:
             starts = self.data.global_batch_starts(self.exp.seed, self.step, t.global_batch, t.seq_len)
             per = t.global_batch // info.world_size
             mine = starts[info.rank * per : (info.rank + 1) * per]
-            sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss, ce
-            aux_sums: dict[str, torch.Tensor] = {}
+            graph = self.graph
+            if graph is not None:
+                graph.zero_grad()
+            stats = None  # fp64 [loss, ce, aux...] summed over the micro-batches
             for i in range(self.accum):
                 w = torch.as_tensor(self.data.windows(mine[i * t.micro_batch : (i + 1) * t.micro_batch], t.seq_len))
+                if graph is not None:
+                    graph(w)  # eager for the first few micro-batches, then the replayed capture
+                    continue
                 w = w.to(dev, non_blocking=True)
                 sync = nullcontext() if (i == self.accum - 1 or not info.enabled) else ddp.no_sync()
                 with sync:
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-                        out = fwd(w[:, :-1])
-                    ce = self._next_token_ce(out, w[:, 1:].flatten())
-                    loss = ce + sum(out.aux_losses.values()) if out.aux_losses else ce
-                    (loss / self.accum).backward()
-                sums += torch.stack([loss.detach(), ce.detach()]).double()
-                for name, v in (out.aux_losses or {}).items():
-                    aux_sums[name] = aux_sums.get(name, 0.0) + v.detach().double()
-            names = sorted(aux_sums)
-            stats = torch.cat([sums, torch.stack([aux_sums[n] for n in names]) if names else sums.new_zeros(0)])
+                    s, names = self._micro_step(fwd, w)
+                stats = s if stats is None else stats + s
+            if graph is not None:
+                stats, names = graph.stats()
             stats = D.all_reduce_(info, stats) / (self.accum * info.world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
             loss_v, ce_v = float(stats[0]), float(stats[1])
@@ -484,7 +525,8 @@ class _Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            if graph is None:  # (the graph's gradients are fixed buffers, zeroed at the step's start)
+                self.optimizer.zero_grad(set_to_none=True)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             dt = time.perf_counter() - t0
@@ -601,6 +643,7 @@ class _Trainer:
                 "resumed_from": self.resumes,
                 "world_size": info.world_size,
                 "device": self.device.type,
+                "cuda_graph": bool(self.graph is not None and self.graph.captured),
                 "checkpoint": str(self.paths.final_dir),
                 "metrics": str(self.paths.metrics),
                 "mlflow_run_id": self.mlrun.run_id,

@@ -6,7 +6,7 @@ hold NaN and get an exact-zero gradient, the same numbers as the op on the slice
 backward through the same graph (the same gradient again); the LM's loss through the op on the
 padded logits == the loss through F.cross_entropy(logits.float()) on the sliced logits (what it
 was), forward and every parameter gradient, with the slice out of the loss's graph; and the
-trainer's `_next_token_ce` likewise.
+trainer's `next_token_ce` likewise.
 
 Tolerances (relative, L2): fp32 loss and grad <= 1e-5 (no matrix products: only exp/log
 rounding); bf16 logits: loss <= 1e-3 (fp32 accumulation of exact bf16 inputs), grad <= 1e-2
@@ -259,23 +259,20 @@ def _reaches(t: torch.Tensor, node) -> bool:
 
 
 def test_trainer_next_token_ce_uses_padded_logits():
-    """The trainer's loss (hades/train/loop.py `_next_token_ce`) on CUDA with kernel auto: the
+    """The trainer's loss (hades/train/loop.py `next_token_ce`) on CUDA with kernel auto: the
     op on `logits_padded` with n_classes, the slice out of the graph, the same loss and logits
     gradient as F.cross_entropy on the sliced fp32 logits; when `logits` is no longer the view
     of `logits_padded` (a forward hook replaced it), the op on `logits` itself."""
     if DEV != "cuda":
         pytest.skip("needs CUDA")
-    from types import SimpleNamespace
-
     from hades.models.lm import LMOutput
-    from hades.train.loop import _Trainer
+    from hades.train.loop import next_token_ce
 
-    trainer = SimpleNamespace(exp=SimpleNamespace(model=SimpleNamespace(kernel="auto")))
     gen = torch.Generator(device=DEV).manual_seed(11)
     padded = (3 * torch.randn(2, 300, 1008, device=DEV, generator=gen)).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, 1000, (600,), device=DEV, generator=gen)
     out = LMOutput(logits=padded[..., :1000], logits_padded=padded)
-    ce = _Trainer._next_token_ce(trainer, out, targets)
+    ce = next_token_ce(out, targets, "auto")
     assert not _reaches(ce, out.logits.grad_fn)
     (g,) = torch.autograd.grad(ce * UPSTREAM, padded)
     ref = F.cross_entropy(out.logits.flatten(0, 1).float(), targets)
@@ -285,5 +282,5 @@ def test_trainer_next_token_ce_uses_padded_logits():
     assert (g[..., 1000:] == 0).all()
 
     hooked = LMOutput(logits=out.logits * 2, logits_padded=padded)
-    ce2 = _Trainer._next_token_ce(trainer, hooked, targets)
+    ce2 = next_token_ce(hooked, targets, "auto")
     _check("trainer ce, replaced logits", ce2, F.cross_entropy(hooked.logits.flatten(0, 1).float(), targets), 1e-5, torch.bfloat16)
