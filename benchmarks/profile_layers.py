@@ -1,5 +1,6 @@
 """Where a training step's GPU time goes, per grid id: torch.profiler over one full step of the
-train_throughput setup (width 1024, batch 8 x 2048, bf16 autocast), top CUDA kernels by time.
+train_throughput setup (the trainer's eager step: width 1024, batch 8 x 2048, bf16 autocast),
+top CUDA kernels by time.
 
     python -m benchmarks.profile_layers [--only hades mamba2] [--layers 4] [--top 20]
 
@@ -23,31 +24,23 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--cpu", action="store_true", help="also the top operators by host (CPU) time")
+    ap.add_argument("--by-op", action="store_true",
+                    help="also the operators (forward and backward aten ops, with input shapes) by the GPU time of "
+                         "the kernels they launched: which op of which layer part costs what")
     args = ap.parse_args(argv)
     from torch.profiler import ProfilerActivity, profile
 
-    from hades.models import build_model
+    from benchmarks.train_throughput import trainer_step
 
     grid = grid_models(args.config, n_layer=args.layers, vocab_size=50277, kernel="auto")
     report = {}
     for gid in args.only:
-        torch.manual_seed(0)
-        model = build_model(grid[gid]).cuda()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        ids = torch.randint(0, 50277, (8, 2048), device="cuda")
-
-        def step(model=model, opt=opt, ids=ids):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(ids, labels=ids).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+        step, model, _ = trainer_step(grid[gid], 8, 2048, "eager")
         for _ in range(2):
             step()
         torch.cuda.synchronize()
-        acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.cpu else [])
-        with profile(activities=acts) as prof:
+        acts = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.cpu or args.by_op else [])
+        with profile(activities=acts, record_shapes=args.by_op) as prof:
             step()
             torch.cuda.synchronize()
         ka = prof.key_averages()
@@ -62,8 +55,16 @@ def main(argv=None):
             print(f"{gid}: host time {cpu_total:.1f} ms; top operators (ms, calls, name):")
             for ms, n, key in crow:
                 print(f"  {ms:8.2f} {n:5d}  {key[:110]}")
+        if args.by_op:
+            ops = [e for e in prof.key_averages(group_by_input_shape=True) if e.device_type.name == "CPU"]
+            orow = sorted(((e.self_device_time_total / 1e3, e.count, e.key, str(e.input_shapes)[:90]) for e in ops),
+                          reverse=True)[: 2 * args.top]
+            print(f"{gid}: operators by the GPU time of their own kernels (ms, calls, op, input shapes):")
+            for ms, n, key, shapes in orow:
+                if ms > 0:
+                    print(f"  {ms:8.3f} {n:5d}  {key[:40]:40s} {shapes}")
         report[gid] = {"total_ms": total, "top": [{"ms": ms, "calls": n, "kernel": key} for ms, n, key in rows]}
-        del model, opt
+        del model, step
         torch.cuda.empty_cache()
     save("profile_layers", {"env": environment(), "args": vars(args), "report": report})
 

@@ -31,18 +31,18 @@ ORDER = ["hades", "mamba2", "mamba", "hades_no_balance", "hades_no_diversity", "
          "linear_attn", "retnet", "deltanet", "smamba"]
 
 
-def run_one(cfg, batch, seqlen, warmup, steps, mode="eager"):
+def trainer_step(cfg, batch, seqlen, mode="eager"):
+    """The trainer's optimizer step for model config `cfg` on one GPU (see the module docstring):
+    returns (step, model, graph); step() runs one update and returns the loss."""
     from hades.config import TrainConfig
     from hades.models import build_model
     from hades.train.graph import GraphedMicroStep
     from hades.train.loop import micro_step
     from hades.train.optim import build_optimizer, build_scheduler
 
-    torch.cuda.empty_cache()
     torch.manual_seed(0)
     dev = torch.device("cuda")
     model = build_model(cfg).to(dev)
-    n_params = sum(p.numel() for p in model.parameters())
     tcfg = TrainConfig(steps=1000, lr=1e-4, warmup_steps=10, seq_len=seqlen, global_batch=batch, micro_batch=batch)
     opt = build_optimizer(model, tcfg)
     sched = build_scheduler(opt, tcfg)
@@ -68,6 +68,13 @@ def run_one(cfg, batch, seqlen, warmup, steps, mode="eager"):
             opt.zero_grad(set_to_none=True)
         return loss
 
+    return step, model, graph
+
+
+def run_one(cfg, batch, seqlen, warmup, steps, mode="eager"):
+    torch.cuda.empty_cache()
+    step, model, graph = trainer_step(cfg, batch, seqlen, mode)
+    n_params = sum(p.numel() for p in model.parameters())
     for _ in range(warmup):
         loss = step()
     torch.cuda.synchronize()

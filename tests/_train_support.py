@@ -149,7 +149,8 @@ class TinyEnv:
     def config(self, name: str, grid=("tiny",), **train: Any) -> tuple[Config, Path]:
         results = self.root / name / "results"
         results.mkdir(parents=True)
-        shutil.copyfile(self.template, results / "mlflow.db")
+        if self.template is not None:
+            shutil.copyfile(self.template, results / "mlflow.db")
         path = write_config(self.root / name / "config.yaml", config_dict(results, grid, **train))
         return load_config(path), path
 
@@ -170,14 +171,44 @@ class TinyEnv:
         return (cfg_path.parent / f"{model}.out").read_text()
 
 
+class FakeRun:
+    """Stands in for hades.tracking.TrainingRun where MLflow is not installed (the GPU machine):
+    keeps what the trainer logs in memory."""
+
+    def __init__(self):
+        self.run_id, self.metrics, self.tags, self.status = "fake-run", [], {}, None
+
+    @classmethod
+    def open(cls, cfg, grid_id, **kwargs) -> FakeRun:
+        run = cls()
+        run.tags.update(kwargs.get("tags", {}))
+        return run
+
+    def log_metrics(self, records) -> None:
+        self.metrics += list(records)
+
+    def set_tags(self, tags) -> None:
+        self.tags.update(tags)
+
+    def log_artifact(self, path, artifact_path=None) -> None:
+        pass
+
+    def finish(self, status="FINISHED", message=None) -> None:
+        self.status = status
+
+
 @contextlib.contextmanager
-def tiny_env(tmp_path: Path, monkeypatch):
+def tiny_env(tmp_path: Path, monkeypatch, mlflow: bool = True):
     """TEST_ARCH -> TinyMixer and the trainer's data -> TinyTokens (through the test's
-    monkeypatch, so undone after it), and the torch thread count restored (train() sets it)."""
+    monkeypatch, so undone after it), and the torch thread count restored (train() sets it).
+    mlflow=False: tracking goes to FakeRun (for machines without MLflow)."""
     import hades.train.loop as loop
+    from hades import tracking
     from hades.models.mixers import REGISTRY
 
-    env = TinyEnv(tmp_path, mlflow_template_db())
+    if not mlflow:
+        monkeypatch.setattr(tracking, "TrainingRun", FakeRun)
+    env = TinyEnv(tmp_path, mlflow_template_db() if mlflow else None)
     env.real_registry = dict(REGISTRY)
     monkeypatch.setitem(REGISTRY, TEST_ARCH, f"{__name__}:TinyMixer")
     monkeypatch.setattr(loop, "open_dataset", lambda manifest, split: TinyTokens())

@@ -363,6 +363,8 @@ class _Trainer:
         if blockers and t.cuda_graph is True:
             raise ConfigError(f"{cfg.source}: experiments.{grid_id}.train.cuda_graph: true, but {'; '.join(blockers)}; "
                               f"set it to auto or false")
+        if blockers and device.type == "cuda" and info.is_main:
+            log.info("%s: train.cuda_graph auto: eager training step (%s)", grid_id, "; ".join(blockers))
         return not blockers
 
     # -- set-up ------------------------------------------------------------------------------

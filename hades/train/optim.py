@@ -38,11 +38,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.AdamW:
-    # foreach (the default on CPU/GPU) is deterministic for a fixed device and thread count,
-    # which the bitwise resume test relies on; fused=True would be faster on CUDA but changes
-    # the arithmetic between CPU and GPU runs, so keep the default.
+    # On CUDA the fused AdamW (one kernel per step instead of ~a dozen foreach passes over the
+    # parameters: ~0.5 ms less per step at the paper's width, docs/benchmarks.md); elsewhere the
+    # default foreach one, deterministic for a fixed device and thread count (the bitwise resume
+    # test relies on it). Same update rule; a run does not change device halfway.
+    fused = all(p.is_cuda for p in model.parameters())
     return torch.optim.AdamW(
-        param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=1e-8
+        param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=1e-8, fused=fused or None
     )
 
 
