@@ -310,6 +310,238 @@ def _to_f32(x):
 
 
 @triton.jit
+def selective_scan_fwd_split_kernel(
+    u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, init_ptr,
+    y_ptr, final_ptr, states_ptr,
+    T, CH, N: tl.constexpr, nstates,
+    s_u_b, s_u_t: tl.constexpr, s_u_c,
+    s_d_b, s_d_t: tl.constexpr, s_d_c,
+    s_B_b, s_B_t: tl.constexpr, s_B_n,
+    s_C_b, s_C_t: tl.constexpr, s_C_n,
+    s_y_b, s_y_t: tl.constexpr, s_y_c,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr,
+    STATE_T: tl.constexpr, PAIRS: tl.constexpr, EVEN_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_STATES: tl.constexpr,
+):
+    """The token-by-token forward of `selective_scan_fwd_seq_kernel` with each channel's states
+    split over NG lanes, NS = BLOCK_N / NG states per lane: NG times more warps for the same
+    problem (the seq kernel runs one warp per 32 channels of a sequence, 512 warps at
+    Mamba-370M's shape, too few to hide the latency of the loads and of a token's
+    exp2 -> FMA chain). y_t is the sum of the NG lanes' partial sums: log2(NG) shuffle rounds.
+
+    Lanes: the W = BLOCK_C * NG lanes of a program (32 * num_warps) are (warp, group, channel),
+    channel fastest, so that the sum over groups leaves y with one channel per lane in the layout
+    of its store. Per-lane values are vectors over W; a lane's states are a tuple of NS / SC
+    chunks of SC <= 4 consecutive states, each an (SC, W) tile whose rows are in-thread, Triton's
+    default layout (as in the seq kernel), which is also that of a 16-byte load of A, the initial
+    state or the state store (one tile of more than 4 fp32 rows would be vectorised 4 rows at a
+    time with the rest spread over lanes, and Triton would carry that layout into the loop).
+
+    PAIRS: B and C are bf16, read as uint32 pairs of states and converted with one integer op per
+    state (shift the low half up, mask the high half) instead of extract + shift; needs an even N
+    and even strides (the launcher checks). EVEN_C: CH % BLOCK_C == 0, no channel masks. Other
+    arguments as in `selective_scan_fwd_seq_kernel`, except A: (CH, N) fp32 pre-multiplied by
+    log2(e) (each lane reads its own states of a channel's row)."""
+    NS: tl.constexpr = BLOCK_N // NG
+    SC: tl.constexpr = 4 if NS > 4 else NS  # states per chunk
+    CW: tl.constexpr = 32 // NG  # channels per warp
+    NW: tl.constexpr = BLOCK_C // CW  # warps
+    pid_c = tl.program_id(0)
+    b = tl.program_id(1)
+    lane = tl.arange(0, BLOCK_C * NG)
+    g = (lane // CW) % NG
+    offs_c = pid_c * BLOCK_C + (lane // 32) * CW + lane % CW  # (W,) the channel of each lane
+    cmask = offs_c < CH
+    # per chunk k: states n = g * NS + k * SC + (0 .. SC - 1), as (SC, W) offsets into (CH, N)
+    n0 = g[None, :] * NS + tl.arange(0, SC)[:, None]
+    cn_offs = ()
+    cn_mask = ()
+    A2 = ()
+    h = ()
+    for k in tl.static_range(NS // SC):
+        offs = offs_c[None, :] * N + n0 + k * SC
+        mask = cmask[None, :] & (n0 + k * SC < N)
+        cn_offs = cn_offs + (offs,)
+        cn_mask = cn_mask + (mask,)
+        A2 = A2 + (tl.load(A_ptr + offs, mask=mask, other=0.0),)
+        if HAS_INIT:
+            h = h + (tl.load(init_ptr + b * CH * N + offs, mask=mask, other=0.0),)
+        else:
+            h = h + (tl.zeros((SC, BLOCK_C * NG), dtype=tl.float32),)
+    if HAS_D:  # D on the first lane of each channel only: the sum over lanes adds it once
+        Dw = tl.load(D_ptr + offs_c, mask=cmask & (g == 0), other=0.0)
+    else:
+        Dw = 0.0
+    # y: (warp, group, channel), the lanes of the state tiles: the sum over groups, broadcast back
+    # over them, is stored by every group (same address, same value: one store per token), so
+    # that Triton's layout of the store is that of the sum (a (warp, channel) store would be laid
+    # out with warps over channels only for one warp, and cost a conversion through shared memory)
+    yc = (pid_c * BLOCK_C + tl.arange(0, NW)[None, :, None] * CW + tl.arange(0, CW)[None, None, :]
+          + 0 * tl.arange(0, NG)[:, None, None])  # (NG, NW, CW)
+    y_row = y_ptr + b * s_y_b + yc * s_y_c
+    ymask = None if EVEN_C else yc < CH
+    u_row = u_ptr + b * s_u_b + offs_c * s_u_c
+    dl_row = dl_ptr + b * s_d_b + offs_c * s_d_c
+    cm = None if EVEN_C else cmask
+    B_rows = ()
+    C_rows = ()
+    nm = ()  # per chunk: the states < N (None: N = BLOCK_N, all)
+    if PAIRS:  # chunks of SC / 2 uint32 pairs of states
+        p0 = g[None, :] * (NS // 2) + tl.arange(0, SC // 2)[:, None]
+        B32 = B_ptr.to(tl.pointer_type(tl.uint32)) + (b * s_B_b) // 2
+        C32 = C_ptr.to(tl.pointer_type(tl.uint32)) + (b * s_C_b) // 2
+        for k in tl.static_range(NS // SC):
+            B_rows = B_rows + (B32 + p0 + k * (SC // 2),)
+            C_rows = C_rows + (C32 + p0 + k * (SC // 2),)
+            nm = nm + (p0 + k * (SC // 2) < N // 2,)
+        sB_t: tl.constexpr = s_B_t // 2
+        sC_t: tl.constexpr = s_C_t // 2
+    else:
+        for k in tl.static_range(NS // SC):
+            B_rows = B_rows + (B_ptr + b * s_B_b + (n0 + k * SC) * s_B_n,)
+            C_rows = C_rows + (C_ptr + b * s_C_b + (n0 + k * SC) * s_C_n,)
+            nm = nm + (n0 + k * SC < N,)
+        sB_t: tl.constexpr = s_B_t
+        sC_t: tl.constexpr = s_C_t
+    if N == BLOCK_N:
+        nm = None
+    rows = (u_row, dl_row, B_rows, C_rows)
+    strides = (s_u_t, s_d_t, sB_t, sC_t)
+    states_row = ()
+    for k in tl.static_range(NS // SC):
+        states_row = states_row + (states_ptr + b * nstates * CH * N + cn_offs[k],)
+    # the tile loop of the seq kernel: whole tiles double-buffered, then the partial tile masked
+    nfull = T // BLOCK_T
+    buf_a = _split_load(0, T, rows, strides, cm, nm, BLOCK_T, True)
+    for i in range(nfull // 2):
+        t0 = 2 * i * BLOCK_T
+        buf_b = _split_load(t0 + BLOCK_T, T, rows, strides, cm, nm, BLOCK_T, False)
+        h = _split_tile(h, t0, T, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
+        t_next = tl.minimum(t0 + 2 * BLOCK_T, (nfull - 1) * BLOCK_T)
+        buf_a = _split_load(t_next, T, rows, strides, cm, nm, BLOCK_T, False)
+        h = _split_tile(h, t0 + BLOCK_T, T, buf_b, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
+    if nfull % 2 == 1:
+        h = _split_tile(h, (nfull - 1) * BLOCK_T, T, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N,
+                        s_y_t, BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
+    if nfull * BLOCK_T < T:
+        t0 = nfull * BLOCK_T
+        cur = _split_load(t0, T, rows, strides, cm, nm, BLOCK_T, True)
+        h = _split_tile(h, t0, T, cur, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, True)
+    for k in tl.static_range(NS // SC):
+        tl.store(final_ptr + b * CH * N + cn_offs[k], h[k], mask=cn_mask[k])
+
+
+@triton.jit
+def _split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr):
+    """The (u, delta, B, C) of tokens t0 .. t0 + BLOCK_T - 1 as four tuples over tokens in the
+    input dtype, B and C each a tuple of state chunks (uint32 pairs with PAIRS). A row pointer
+    moves to the tile once; the tokens inside it are constant offsets (immediates of the loads).
+    MASK_T: tokens past T read 0 (delta = 0: decay 1, no input). cmask: None = all channels;
+    nmask: a tuple over chunks, or None = all states."""
+    u_row, dl_row, B_rows, C_rows = rows
+    s_u_t, s_d_t, s_B_t, s_C_t = strides
+    u_t = u_row + t0 * s_u_t
+    dl_t = dl_row + t0 * s_d_t
+    B_t = ()
+    C_t = ()
+    for k in tl.static_range(len(B_rows)):
+        B_t = B_t + (B_rows[k] + t0 * s_B_t,)
+        C_t = C_t + (C_rows[k] + t0 * s_C_t,)
+    us = ()
+    dls = ()
+    Bs = ()
+    Cs = ()
+    for i in tl.static_range(BLOCK_T):
+        cm = cmask
+        if MASK_T:
+            inside = t0 + i < T
+            cm = inside if cm is None else cm & inside
+        us = us + (_load0(u_t + i * s_u_t, cm),)
+        dls = dls + (_load0(dl_t + i * s_d_t, cm),)
+        Bi = ()
+        Ci = ()
+        for k in tl.static_range(len(B_rows)):
+            nm = None if nmask is None else nmask[k]
+            if MASK_T:
+                nm = inside if nm is None else nm & inside
+            Bi = Bi + (_load0(B_t[k] + i * s_B_t, nm),)
+            Ci = Ci + (_load0(C_t[k] + i * s_C_t, nm),)
+        Bs = Bs + (Bi,)
+        Cs = Cs + (Ci,)
+    return us, dls, Bs, Cs
+
+
+@triton.jit
+def _load0(ptr, mask):
+    """tl.load, 0 where masked; mask None: no mask (nor its instructions)."""
+    if mask is None:
+        x = tl.load(ptr)
+    else:
+        x = tl.load(ptr, mask=mask, other=0)
+    return x
+
+
+@triton.jit
+def _split_tile(
+    h, t0, T, inputs, A2, Dw, y_row, ymask, states_row, cn_mask, state_stride, s_y_t,
+    BLOCK_T: tl.constexpr, NG: tl.constexpr, STATE_T: tl.constexpr, PAIRS: tl.constexpr,
+    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr, MASK_T: tl.constexpr,
+):
+    """Tokens t0 .. t0 + BLOCK_T - 1 of `selective_scan_fwd_split_kernel` from their
+    `_split_load`ed inputs; writes y (and the entering states) and returns h (a tuple of chunks)."""
+    us, dls, Bs, Cs = inputs
+    y_t = y_row + t0 * s_y_t
+    for i in tl.static_range(BLOCK_T):
+        t = t0 + i
+        if STORE_STATES:
+            if i % STATE_T == 0:
+                for k in tl.static_range(len(h)):
+                    sm = cn_mask[k] & (t % STATE_T == 0)
+                    if MASK_T:
+                        sm = sm & (t < T)
+                    tl.store(states_row[k] + (t // STATE_T) * state_stride, h[k], mask=sm)
+        u = _to_f32(us[i])
+        dl = _to_f32(dls[i])
+        dlu = (dl * u)[None, :]
+        if HAS_D:
+            yp = Dw * u
+        else:
+            yp = tl.zeros_like(u)
+        hn = ()
+        for k in tl.static_range(len(h)):
+            if PAIRS:
+                Bt = _pairs_f32(Bs[i][k])
+                Ct = _pairs_f32(Cs[i][k])
+            else:
+                Bt = _to_f32(Bs[i][k])
+                Ct = _to_f32(Cs[i][k])
+            hk = tl.fma(tl.exp2(dl[None, :] * A2[k]), h[k], Bt * dlu)  # one dependent op per token
+            yp += tl.sum(Ct * hk, axis=0)  # (W,): this lane's states
+            hn = hn + (hk,)
+        h = hn
+        yp = tl.permute(tl.reshape(yp, (y_row.shape[1], NG, y_row.shape[2])), (1, 0, 2))  # (NG, NW, CW)
+        y = tl.broadcast_to(tl.sum(yp, axis=0, keep_dims=True), y_row.shape)  # over a channel's lanes
+        ym = ymask
+        if MASK_T:
+            ym = (t < T) if ym is None else ym & (t < T)
+        tl.store(y_t + i * s_y_t, y.to(y_row.dtype.element_ty), mask=ym)
+    return h
+
+
+@triton.jit
+def _pairs_f32(x):
+    """(P, W) uint32, each two bf16 (little-endian: the even state in the low half), as the
+    (2P, W) fp32 tile of states 2p, 2p + 1 (a bf16 is the top half of its fp32)."""
+    lo = (x << 16).to(tl.float32, bitcast=True)
+    hi = (x & 0xFFFF0000).to(tl.float32, bitcast=True)
+    z = tl.permute(tl.join(lo, hi), (0, 2, 1))  # (P, 2, W)
+    return tl.reshape(z, (2 * x.shape[0], x.shape[1]))
+
+
+@triton.jit
 def selective_scan_bwd_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, states_ptr, dy_ptr, dfinal_ptr,
     du_ptr, ddl_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dinit_ptr,

@@ -10,7 +10,8 @@ Shapes (the contract of `reference.selective_scan_chunked`):
 
 All arithmetic is fp32 (the scan has no matrix products); inputs are read in their dtype.
 `chunk_size` is accepted for the contract; the kernels' time tiles are set in CONFIG. The
-forward kernel is CONFIG["fwd"]["layout"]; the benchmark's --sweep times all of them.
+forward kernel is CONFIG["fwd"]["layout"] ("tcn", "tnc", "seq" or "split"); the benchmark's
+--sweep times all of them. Every forward stores the states that the backward reads.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .kernel import (
     selective_scan_bwd_kernel,
     selective_scan_fwd_kernel,
     selective_scan_fwd_seq_kernel,
+    selective_scan_fwd_split_kernel,
     selective_scan_fwd_tnc_kernel,
 )
 
@@ -41,12 +43,14 @@ CONFIG = {
     # 32 * num_warps keeps one channel per lane; bc_fp32: convert B and C to fp32 before the
     # kernel (two small extra kernels), since every lane converts all of B_t and C_t per token
     "fwd_seq": {"BLOCK_T": 4, "BLOCK_C": 32, "num_warps": 1, "bc_fp32": False},
+    # layout "split": seq with each channel's N states split over NG lanes (N / NG per lane), NG
+    # times more warps; 32 / NG * num_warps channels per program. pairs: bf16 B, C read as
+    # uint32 pairs of states (used where N and the strides are even). Not measured yet.
+    "fwd_split": {"BLOCK_T": 4, "NG": 4, "num_warps": 1, "pairs": True},
     "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
-
-
 
 
 def _pow2(n: int) -> int:
@@ -74,6 +78,9 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *y.stride(),
     )
     flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
+    if layout == "split":
+        _forward_split(args, flags, B, C, n, ch, b, store_states, block_t)
+        return y, final, states
     if seq is not None:
         seq_t = seq["BLOCK_T"]
         state_t = block_t if store_states else seq_t  # (unused without states: one compiled variant)
@@ -91,6 +98,30 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
         *args, BLOCK_T=block_t, BLOCK_C=block_c, **flags, num_warps=cfg["num_warps"],
     )
     return y, final, states
+
+
+def _forward_split(args, flags, B, C, n, ch, b, store_states, block_t):
+    """Launch `selective_scan_fwd_split_kernel` with CONFIG["fwd_split"] (args, flags: _forward's)."""
+    sp = CONFIG["fwd_split"]
+    block_n = flags["BLOCK_N"]
+    ng = min(sp["NG"], block_n)
+    assert ng in (1, 2, 4, 8, 16, 32) and 32 % ng == 0, f"fwd_split NG must be a power of 2 <= 32, got {ng}"
+    block_c = 32 // ng * sp["num_warps"]
+    split_t = sp["BLOCK_T"]
+    state_t = block_t if store_states else split_t
+    assert split_t % state_t == 0 or state_t % split_t == 0, (
+        f"fwd_split BLOCK_T {split_t} and the state tile {state_t} must divide one another")
+    pairs = sp.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
+    selective_scan_fwd_split_kernel[(triton.cdiv(ch, block_c), b)](
+        *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
+        **flags, num_warps=sp["num_warps"],
+    )
+
+
+def _pairs_ok(x: Tensor, n: int) -> bool:
+    """Whether the split kernel can read x (batch, seqlen, N) as uint32 pairs of bf16 states."""
+    return (x.dtype == torch.bfloat16 and n % 2 == 0 and x.stride(2) == 1 and x.stride(0) % 2 == 0
+            and x.stride(1) % 2 == 0 and x.data_ptr() % 4 == 0)
 
 
 class SelectiveScan(torch.autograd.Function):
