@@ -5,7 +5,7 @@ shape of the paper's HADES (batch 8 x 2048 tokens, H = 16 slots of P = 64, bf16 
 
 Median ms (CUDA events, warm-up excluded) of the forward and of forward + backward, the ratio,
 and the memory floor (the slot outputs read once forward; read once and the gradient written
-once backward, at 3.0 TB/s). `--sweep` times the op's rows per program x warps.
+once backward, at 3.0 TB/s). `--sweep` times the op's product precision x rows per program x warps.
 """
 
 from __future__ import annotations
@@ -43,15 +43,19 @@ def main(argv=None):
     sweep = []
     if args.sweep:
         saved = dict(op.CONFIG)
-        for br, nw in itertools.product([1, 2, 4, 8], [1, 2, 4, 8]):
-            op.CONFIG.update(BLOCK_R=br, num_warps=nw)
+        ref = diversity_loss_ref(y.detach().float())
+        for dot, br, nw in itertools.product(["ieee", "tf32x3"], [2, 4, 8, 16], [1, 2, 4]):
+            op.CONFIG.update(BLOCK_R=br, num_warps=nw, dot=dot)
+            row = {"dot": dot, "BLOCK_R": br, "num_warps": nw}
             try:
-                sweep.append({"BLOCK_R": br, "num_warps": nw, **timings(op.diversity_loss)})
+                row["rel_err"] = float((op.diversity_loss(y.detach()) - ref).abs() / ref.abs())
+                row.update(timings(op.diversity_loss))
             except Exception as e:  # noqa: BLE001 - e.g. out of shared memory; reported
-                sweep.append({"BLOCK_R": br, "num_warps": nw, "error": f"{type(e).__name__}: {str(e)[:80]}"})
+                row["error"] = f"{type(e).__name__}: {str(e)[:80]}"
+            sweep.append(row)
         op.CONFIG.clear()
         op.CONFIG.update(saved)
-        print(table(sweep, ["BLOCK_R", "num_warps", "fwd_ms", "fwdbwd_ms", "error"]))
+        print(table(sweep, ["dot", "BLOCK_R", "num_warps", "fwd_ms", "fwdbwd_ms", "rel_err", "error"]))
     save("diversity", {"env": environment(), "rows": rows, "sweep": sweep})
 
 

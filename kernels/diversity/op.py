@@ -19,10 +19,15 @@ from torch import Tensor
 from .._buffers import empty as _empty
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
-CONFIG = {"BLOCK_R": 4, "num_warps": 2}  # rows per program; H100 sweep (benchmarks/diversity.py --sweep)
+# rows per program, warps, the products' precision ("ieee" or "tf32x3", kernel.py); H100 sweep
+# (benchmarks/diversity.py --sweep)
+CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee"}
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
+
+def _dot() -> str:
+    return "ieee" if _INTERPRET else CONFIG["dot"]  # the interpreter computes every dot in fp32
 
 
 def _rows(y: Tensor) -> Tensor:
@@ -46,7 +51,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_fwd_kernel[(triton.cdiv(rows, br),)](
                 yr, part, rows, h, p, yr.stride(0), yr.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(), num_warps=CONFIG["num_warps"],
             )
         ctx.save_for_backward(yr)
         ctx.y_shape = y.shape
@@ -63,7 +68,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_bwd_kernel[(triton.cdiv(rows, br),)](
                 yr, dy, scale, rows, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(), num_warps=CONFIG["num_warps"],
             )
         return dy.reshape(ctx.y_shape)
 
