@@ -168,6 +168,23 @@ class HadesMixer(Mixer):
         """h_proj's weight split by input: W_r (E + Q, D) reads r_t, W_dt (E + Q, M) reads dt_raw."""
         return self.h_proj.weight.split([self.cfg.d_model, self.n_filters], dim=1)
 
+    def _router_proj(self, u: Tensor) -> Tensor:
+        """u: (B, T, D) -> v = W_r u, (B, T, E + Q), in fp32 outside autocast (fp64 stays fp64)."""
+        W_r, _ = self._router_weights()
+        ct = torch.promote_types(u.dtype, torch.float32)
+        with torch.autocast(u.device.type, enabled=False):
+            return F.linear(u.to(ct), W_r.to(ct))
+
+    @staticmethod
+    def _prefix_centred(v: Tensor) -> Tensor:
+        """v (B, T, C) -> v_t - mean(v_1..v_t), in v's dtype."""
+        t = v.shape[1]
+        count = torch.arange(1, t + 1, device=v.device, dtype=v.dtype)
+        # the scan along the innermost axis: PyTorch's scan over a middle axis runs one thread
+        # per (batch, channel) and took ~0.4 ms per call on the H100 even for 32 channels
+        csum = torch.cumsum(v.transpose(1, 2).contiguous(), dim=-1).transpose(1, 2)
+        return v - csum / count[:, None]
+
     def _router_from_u(self, u: Tensor) -> Tensor:
         """u: (B, T, D) -> W_r r_t, (B, T, E + Q) fp32, r_t = u_t - mean(u_1..u_t) (step 3).
 
@@ -177,15 +194,8 @@ class HadesMixer(Mixer):
         function as h_proj(r) up to fp32 rounding; computed in fp32 outside autocast, so the
         cancellation in u_t - mean is not rounded to bf16 first. `step` forms r_t explicitly
         (tests/test_lm.py: decoding == this parallel form)."""
-        W_r, _ = self._router_weights()
-        t, ct = u.shape[1], torch.promote_types(u.dtype, torch.float32)  # fp64 stays fp64
         with torch.autocast(u.device.type, enabled=False):
-            v = F.linear(u.to(ct), W_r.to(ct))
-            count = torch.arange(1, t + 1, device=u.device, dtype=ct)
-            # the scan along the innermost axis: PyTorch's scan over a middle axis runs one thread
-            # per (batch, channel) and took ~0.4 ms per call on the H100 even for 32 channels
-            csum = torch.cumsum(v.transpose(1, 2).contiguous(), dim=-1).transpose(1, 2)
-            return v - csum / count[:, None]
+            return self._prefix_centred(self._router_proj(u))
 
     def _route(self, r_proj: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """r_proj: (..., E + Q) = W_r r_t (None when Q = 0), dt_raw: (..., M) ->
@@ -218,14 +228,24 @@ class HadesMixer(Mixer):
 
     def _route_parallel(self, u: Tensor, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Steps 3-6 of the parallel forward plus L_balance: u (B, T, D), dt_raw (B, T, M) ->
-        delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32.
+        delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32."""
+        return self._route_from_proj(self._router_proj(u) if self.n_experts > 0 else None, dt_raw)
+
+    def _route_from_proj(self, v: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`_route_parallel` after its one matrix product: v = W_r u (B, T, E + Q) fp32 (None when
+        Q = 0), dt_raw (B, T, M) -> delta, delta_no_bias, ids, balance.
 
         Plain tensor ops only, so that torch.compile can fuse them: eagerly they are ~30 kernel
         launches forward and more backward per layer, and on an H100 HADES's step was bound by
-        the CPU issuing them (docs/benchmarks.md)."""
-        r_proj = self._router_from_u(u) if self.n_experts > 0 else None  # step 3 folded into W_r
+        the CPU issuing them (docs/benchmarks.md). The product stays outside: inside the
+        compiled graph Inductor copied u and its transpose for the backward (~0.07 ms a layer)."""
+        if v is not None:
+            with torch.autocast(v.device.type, enabled=False):
+                r_proj = self._prefix_centred(v)  # step 3 folded into W_r
+        else:
+            r_proj = None
         delta, delta_no_bias, ids, scores = self._route(r_proj, dt_raw)  # steps 4-6
-        balance = balance_loss(scores) if scores is not None else u.new_zeros((), dtype=torch.float32)
+        balance = balance_loss(scores) if scores is not None else dt_raw.new_zeros((), dtype=torch.float32)
         return delta, delta_no_bias, ids, balance
 
     # -- parallel forward --------------------------------------------------------------------------
@@ -237,12 +257,13 @@ class HadesMixer(Mixer):
 
         # steps 3-6 and the balance loss (step 9): ~30 small tensor ops, fused by torch.compile
         # when training on CUDA (`_route_parallel`)
-        route = self._route_parallel
+        route = self._route_from_proj
         if self.use_fast_path(x) and torch.is_grad_enabled() and self.compile_router:
             if self._route_compiled is None:
-                self._route_compiled = torch.compile(self._route_parallel, dynamic=False)
+                self._route_compiled = torch.compile(self._route_from_proj, dynamic=False)
             route = self._route_compiled
-        delta, delta_no_bias, ids, balance = route(u, dt_raw)
+        v = self._router_proj(u) if self.n_experts > 0 else None  # W_r u, one fp32 product
+        delta, delta_no_bias, ids, balance = route(v, dt_raw)
         delta = self.hook_delta(delta)
         self.hook_delta_no_bias(delta_no_bias)
         self.hook_routing(ids)
