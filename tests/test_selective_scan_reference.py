@@ -2,19 +2,40 @@
 
 fp64, tight tolerance, outputs, final states and every gradient (u, delta, A, B, C, D, initial
 state), odd lengths and lengths that are not a multiple of the chunk.
+
+Then the Triton forward "split" (`selective_scan_fwd_split_kernel`) == the fp64 loop in Triton's
+CPU interpreter, on small shapes: 1, 2, 4, 8 lanes per channel, one and two warps, lengths that
+are not a multiple of the time tile, channels that are not a multiple of the program's, N = 5, 6,
+12 (masked states, two state chunks per lane), bf16 B and C read as pairs (contiguous and strided)
+or not (refused for an odd stride, or switched off) or converted to fp32 first, with and without D
+and an initial state,
+and the gradients of the existing backward from the states this forward stores (time tiles
+shorter and longer than the backward's). Skipped where Triton is not installed (CI). The
+interpreter has to be chosen before Triton's `jit` wraps the kernel, so this part runs in a
+subprocess with TRITON_INTERPRET=1: `python tests/test_selective_scan_reference.py`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_loop
+
+REPO = Path(__file__).resolve().parents[1]
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
-
 
 
 def make_inputs(b=2, t=63, c=6, n=5, dtype=torch.float64, seed=0, init_state=True, with_D=True, strong=False):
@@ -104,3 +125,122 @@ def test_public_entry_point_uses_the_reference_on_cpu():
     y, f = selective_scan(**inputs, chunk_size=8)
     y_ref, f_ref = selective_scan_chunked(**inputs, chunk_size=8)
     assert torch.equal(y, y_ref) and torch.equal(f, f_ref)
+
+
+# -- the Triton forward "split" in the interpreter ------------------------------------------
+
+# name, (batch, seqlen, channels, dstate), dtype, CONFIG["fwd_split"] (BLOCK_T, NG, num_warps, pairs), options
+# (B and C as "strided" slices of one projection with an even row stride, "odd" with an odd one;
+# bc_fp32: B and C converted to fp32 before the kernel)
+SPLIT_CASES = [
+    ("ng4_init", (1, 29, 36, 16), "float32", (4, 4, 1, True), {"init": True}),
+    ("ng2_2warps_noD", (1, 21, 48, 16), "float32", (4, 2, 2, True), {"noD": True}),
+    ("ng8_tile2", (1, 18, 8, 16), "float32", (2, 8, 1, True), {"init": True}),
+    ("ng1", (1, 13, 40, 16), "float32", (4, 1, 1, True), {}),
+    ("bf16_pairs_strided", (1, 23, 24, 16), "bfloat16", (8, 2, 2, True), {"bc": "strided"}),
+    ("bf16_pairs_off", (2, 11, 24, 16), "bfloat16", (4, 4, 1, False), {"init": True}),
+    ("bf16_odd_stride", (1, 15, 16, 16), "bfloat16", (4, 4, 1, True), {"bc": "odd"}),
+    ("bf16_bc_fp32", (1, 15, 16, 16), "bfloat16", (4, 2, 1, True), {"bc": "strided", "bc_fp32": True}),
+    ("dstate5", (1, 17, 20, 5), "float32", (4, 4, 1, True), {"init": True}),
+    ("dstate6_bf16", (1, 17, 20, 6), "bfloat16", (2, 2, 1, True), {}),
+    ("dstate12_bf16", (1, 15, 20, 12), "bfloat16", (4, 2, 1, True), {}),
+    ("grad_ng4", (1, 11, 12, 16), "float32", (4, 4, 1, True), {"init": True, "grad": True}),
+    ("grad_tile16", (1, 19, 8, 16), "float32", (16, 2, 1, True), {"init": True, "grad": True}),
+    ("grad_bf16_2warps", (1, 11, 12, 16), "bfloat16", (2, 4, 2, True), {"grad": True}),
+]
+SPLIT_TOL = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2; bf16 y: see _split_checks
+
+
+def _rel(a, ref) -> float:
+    a, ref = a.detach().double(), ref.detach().double()
+    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
+
+
+def _truncate_bf16(x):
+    """x as bf16 by dropping the low 16 bits of its fp32 (how the interpreter converts)."""
+    bits = x.float().contiguous().view(torch.int32) & -65536
+    return bits.view(torch.float32).to(torch.bfloat16)
+
+
+def _interpreter_range_shim():
+    """Triton 3.6's interpreter turns a loop bound held in a tensor (`range(n)` with a runtime n)
+    into an int with int() on a 1-element array, which numpy >= 2.4 refuses: take the element."""
+    from triton.runtime import interpreter
+
+    set_attr = interpreter._LangPatchScope.set_attr
+
+    def patched(self, obj, name, value):
+        if name == "__index__":
+            value = lambda t: int(t.handle.data.reshape(-1)[0])  # noqa: E731
+        set_attr(self, obj, name, value)
+
+    interpreter._LangPatchScope.set_attr = patched
+
+
+def _split_checks() -> list[dict]:
+    """Run in a process with TRITON_INTERPRET=1 (NaN-poisoned outputs). Each case: y and the final
+    state against the fp64 loop on the same (rounded) inputs; bf16 y within 1.01x the error of
+    truncating the fp64 y to bf16 (the kernel computes in fp32 and converts once; the interpreter
+    truncates, a GPU rounds to nearest, which errs less); with "grad", every gradient through the
+    backward kernel, and y equal to that of the forward without states."""
+    _interpreter_range_shim()
+    import kernels._buffers
+    from kernels.selective_scan import op
+
+    kernels._buffers.POISON_OUTPUTS = True
+    out = []
+    for name, (b, t, c, n), dt, (block_t, ng, warps, pairs), opt in SPLIT_CASES:
+        op.CONFIG["fwd"] = dict(op.CONFIG["fwd"], layout="split")
+        op.CONFIG["fwd_split"] = dict(BLOCK_T=block_t, NG=ng, num_warps=warps, pairs=pairs, bc_fp32=opt.get("bc_fp32", False))
+        dtype = getattr(torch, dt)
+        gen = torch.Generator().manual_seed(len(out))
+        r = lambda *s, gen=gen: torch.randn(*s, generator=gen)  # noqa: E731
+        u, delta = r(b, t, c).to(dtype), F.softplus(r(b, t, c) - 1.0).to(dtype)
+        A = -torch.exp(r(c, n) * 0.5)
+        if "bc" in opt:  # B and C as slices of one projection (row stride 2n + 6 or 2n + 5)
+            x = r(b, t, 2 * n + (6 if opt["bc"] == "strided" else 5)).to(dtype)
+            B, C = x[..., 2:2 + n], x[..., 2 + n:2 + 2 * n]
+        else:
+            B, C = r(b, t, n).to(dtype), r(b, t, n).to(dtype)
+        D = None if opt.get("noD") else r(c)
+        s0 = r(b, c, n) if opt.get("init") else None
+        inputs = [u, delta, A, B, C, D, s0]
+        leaves = [v.requires_grad_(opt.get("grad", False)) for v in inputs if v is not None]
+        y, fin = op.selective_scan(*inputs[:6], initial_state=s0)
+        ref = [v.detach().double().requires_grad_(opt.get("grad", False)) if v is not None else None for v in inputs]
+        yr, fr = selective_scan_loop(*ref[:6], initial_state=ref[6])
+        tol = SPLIT_TOL[dt]
+        y_tol = 1.01 * _rel(_truncate_bf16(yr), yr) + 1e-6 if dtype != torch.float32 else tol
+        out += [{"name": f"{name} y", "err": _rel(y, yr), "tol": y_tol},
+                {"name": f"{name} final_state", "err": _rel(fin, fr), "tol": SPLIT_TOL["float32"]}]
+        if opt.get("grad"):
+            with torch.no_grad():
+                y_ns, _ = op.selective_scan(*inputs[:6], initial_state=s0)
+            out.append({"name": f"{name} y with states == y without", "err": float(not torch.equal(y_ns, y)), "tol": 0.0})
+            gy, gf = torch.randn(yr.shape, generator=gen, dtype=torch.float64), torch.randn(fr.shape, generator=gen, dtype=torch.float64)
+            grads = torch.autograd.grad((y.double() * gy).sum() + (fin.double() * gf).sum(), leaves)
+            grads_r = torch.autograd.grad((yr * gy).sum() + (fr * gf).sum(), [v for v in ref if v is not None])
+            names = [k for k, v in zip(("u", "delta", "A", "B", "C", "D", "initial_state"), inputs) if v is not None]
+            out += [{"name": f"{name} d{k}", "err": _rel(g, gr), "tol": tol} for k, g, gr in zip(names, grads, grads_r)]
+    return out
+
+
+@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+def test_split_forward_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    n_grad = sum(1 + 5 + ("noD" not in o) + ("init" in o) for *_, o in SPLIT_CASES if o.get("grad"))
+    assert len(results) == 2 * len(SPLIT_CASES) + n_grad
+    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
+    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
+    torch.set_num_threads(1)
+    results = _split_checks()
+    for c in results:
+        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
+    print(json.dumps(results))

@@ -16,6 +16,7 @@ forward kernel is CONFIG["fwd"]["layout"] ("tcn", "tnc", "seq" or "split"); the 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -45,8 +46,10 @@ CONFIG = {
     "fwd_seq": {"BLOCK_T": 4, "BLOCK_C": 32, "num_warps": 1, "bc_fp32": False},
     # layout "split": seq with each channel's N states split over NG lanes (N / NG per lane), NG
     # times more warps; 32 / NG * num_warps channels per program. pairs: bf16 B, C read as
-    # uint32 pairs of states (used where N and the strides are even). Not measured yet.
-    "fwd_split": {"BLOCK_T": 4, "NG": 4, "num_warps": 1, "pairs": True},
+    # uint32 pairs of states (used where N and the strides are even); bc_fp32: as in fwd_seq
+    # (each lane converts N / NG states of B_t and C_t per token: 8 of ~45 instructions at NG 4,
+    # sm_90a). Not measured on a GPU yet.
+    "fwd_split": {"BLOCK_T": 4, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False},
     "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
@@ -57,20 +60,24 @@ def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
 
-def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
-    """block_t: the time tile of the kernel that reads `states` (the state entering every tile)."""
+def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, config=None, warmup=False):
+    """block_t: the time tile of the kernel that reads `states` (the state entering every tile).
+    config: a CONFIG-like dict (default CONFIG). warmup: compile the kernel for these arguments
+    without running it (the outputs are not written); the benchmark compiles its candidates in
+    parallel this way."""
+    config = CONFIG if config is None else config
     b, t, ch = u.shape
     n = A2.shape[1]
     ntiles = triton.cdiv(t, block_t)
     y = _empty(*u.shape, like=u)
     final = _empty(b, ch, n, like=u, dtype=torch.float32)
     states = _empty(b, ntiles, ch, n, like=u, dtype=torch.float32) if store_states else None
-    layout = CONFIG["fwd"].get("layout", "tcn")
-    seq = CONFIG["fwd_seq"] if layout == "seq" else None
+    layout = config["fwd"].get("layout", "tcn")
+    seq = config["fwd_seq"] if layout == "seq" else None
     if seq is not None:
         A2 = A2.t().contiguous()  # (N, CH): channels last, like every tile of the seq kernel
-        if seq.get("bc_fp32"):
-            B, C = B.float(), C.float()
+    if layout in ("seq", "split") and config[f"fwd_{layout}"].get("bc_fp32"):
+        B, C = B.float(), C.float()
     args = (
         u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
         y, final, states if states is not None else final,
@@ -79,7 +86,7 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
     )
     flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
     if layout == "split":
-        _forward_split(args, flags, B, C, n, ch, b, store_states, block_t)
+        _forward_split(config["fwd_split"], args, flags, B, C, n, ch, b, store_states, block_t, warmup)
         return y, final, states
     if seq is not None:
         seq_t = seq["BLOCK_T"]
@@ -87,22 +94,21 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int):
         assert seq_t % state_t == 0 or state_t % seq_t == 0, (
             f"fwd_seq BLOCK_T {seq_t} and the state tile {state_t} must divide one another")
         block_c = min(seq["BLOCK_C"], _pow2(ch))
-        selective_scan_fwd_seq_kernel[(triton.cdiv(ch, block_c), b)](
+        _launch(selective_scan_fwd_seq_kernel, (triton.cdiv(ch, block_c), b), warmup)(
             *args, BLOCK_T=seq_t, BLOCK_C=block_c, STATE_T=state_t, **flags, num_warps=seq["num_warps"],
         )
         return y, final, states
-    cfg = CONFIG["fwd"]
+    cfg = config["fwd"]
     block_c = min(cfg["BLOCK_C"], _pow2(ch))
     kernel = selective_scan_fwd_tnc_kernel if layout == "tnc" else selective_scan_fwd_kernel
-    kernel[(triton.cdiv(ch, block_c), b)](
+    _launch(kernel, (triton.cdiv(ch, block_c), b), warmup)(
         *args, BLOCK_T=block_t, BLOCK_C=block_c, **flags, num_warps=cfg["num_warps"],
     )
     return y, final, states
 
 
-def _forward_split(args, flags, B, C, n, ch, b, store_states, block_t):
-    """Launch `selective_scan_fwd_split_kernel` with CONFIG["fwd_split"] (args, flags: _forward's)."""
-    sp = CONFIG["fwd_split"]
+def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, warmup):
+    """Launch `selective_scan_fwd_split_kernel` with sp = CONFIG["fwd_split"] (the rest: _forward's)."""
     block_n = flags["BLOCK_N"]
     ng = min(sp["NG"], block_n)
     assert ng in (1, 2, 4, 8, 16, 32) and 32 % ng == 0, f"fwd_split NG must be a power of 2 <= 32, got {ng}"
@@ -112,10 +118,15 @@ def _forward_split(args, flags, B, C, n, ch, b, store_states, block_t):
     assert split_t % state_t == 0 or state_t % split_t == 0, (
         f"fwd_split BLOCK_T {split_t} and the state tile {state_t} must divide one another")
     pairs = sp.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
-    selective_scan_fwd_split_kernel[(triton.cdiv(ch, block_c), b)](
+    _launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b), warmup)(
         *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
         **flags, num_warps=sp["num_warps"],
     )
+
+
+def _launch(kernel, grid, warmup: bool):
+    """kernel[grid], or with warmup a function that only compiles it for the arguments it gets."""
+    return functools.partial(kernel.warmup, grid=grid) if warmup else kernel[grid]
 
 
 def _pairs_ok(x: Tensor, n: int) -> bool:

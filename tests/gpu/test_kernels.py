@@ -125,9 +125,14 @@ def test_ssd_public_entry_uses_triton():
 
 SS_SHAPES = [(2, 63, 64, 16), (1, 300, 96, 8), (2, 1000, 256, 16), (1, 40, 50, 5)]  # batch, seqlen, channels, dstate
 
-# forward kernels: the default tile order "tcn" and the token-by-token "seq" (with a time tile
-# that differs from the backward's, whose states it stores)
-SS_FWD = {"tcn": None, "seq": dict(BLOCK_T=4, BLOCK_C=32, num_warps=1)}
+# forward kernels: the tile order "tcn", the token-by-token "seq" and "split" (seq with each
+# channel's states over 4 lanes), the last two with a time tile that differs from the backward's,
+# whose states they store: (layout, its CONFIG entry and launch parameters)
+SS_FWD = {
+    "tcn": ("tcn", None),
+    "seq": ("seq", ("fwd_seq", dict(BLOCK_T=4, BLOCK_C=32, num_warps=1))),
+    "split": ("split", ("fwd_split", dict(BLOCK_T=4, NG=4, num_warps=1, pairs=True))),
+}
 
 
 @pytest.fixture(params=list(SS_FWD))
@@ -135,9 +140,10 @@ def ss_fwd(request, monkeypatch):
     """Runs the test with the forward kernel of this layout."""
     import kernels.selective_scan.op as op
 
-    monkeypatch.setitem(op.CONFIG, "fwd", dict(op.CONFIG["fwd"], layout=request.param))
-    if SS_FWD[request.param] is not None:
-        monkeypatch.setitem(op.CONFIG, "fwd_seq", SS_FWD[request.param])
+    layout, launch = SS_FWD[request.param]
+    monkeypatch.setitem(op.CONFIG, "fwd", dict(op.CONFIG["fwd"], layout=layout))
+    if launch is not None:
+        monkeypatch.setitem(op.CONFIG, *launch)
     return request.param
 
 
@@ -222,15 +228,25 @@ def test_conv_matches_reference(case, dtype):
         check(f"conv {case} {name}", go, gr, dtype)
 
 
-@pytest.mark.parametrize("layout", ["tcn", "tnc", "seq", "seq_2warps", "seq_t16", "seq_bcf32"])
+SS_SPLIT = {  # (BLOCK_T, NG, num_warps, pairs, bc_fp32)
+    "split": (4, 4, 1, True, False), "split_ng2_2warps": (8, 2, 2, True, False), "split_ng1_t16": (16, 1, 1, True, False),
+    "split_ng8_t2": (2, 8, 1, True, False), "split_nopairs": (4, 4, 1, False, False), "split_bcf32": (4, 2, 1, True, True),
+}
+
+
+@pytest.mark.parametrize("layout", ["tcn", "tnc", "seq", "seq_2warps", "seq_t16", "seq_bcf32", *SS_SPLIT])
 def test_selective_scan_forward_layouts(layout, monkeypatch):
     """Every forward kernel computes the reference (bf16 and fp32, with a backward); "seq" also
-    with two warps, a time tile longer than the backward's, and B, C converted to fp32."""
+    with two warps, a time tile longer than the backward's, and B, C converted to fp32; "split"
+    with 1, 2, 4, 8 lanes per channel, two warps, time tiles of 2 to 16, B and C not as pairs, and
+    B and C converted to fp32 first."""
     import kernels.selective_scan.op as op
 
     monkeypatch.setitem(op.CONFIG, "fwd", dict(BLOCK_T=4, BLOCK_C=64, num_warps=2, layout=layout.split("_")[0]))
     seq = {"seq_2warps": (4, 64, 2, False), "seq_t16": (16, 32, 1, False), "seq_bcf32": (2, 32, 1, True)}.get(layout, (8, 32, 1, False))
     monkeypatch.setitem(op.CONFIG, "fwd_seq", dict(zip(("BLOCK_T", "BLOCK_C", "num_warps", "bc_fp32"), seq)))
+    split = SS_SPLIT.get(layout, SS_SPLIT["split"])
+    monkeypatch.setitem(op.CONFIG, "fwd_split", dict(zip(("BLOCK_T", "NG", "num_warps", "pairs", "bc_fp32"), split)))
     gen = torch.Generator(device=DEV).manual_seed(5)
     r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
     for dtype in (torch.float32, torch.bfloat16):
