@@ -1,6 +1,6 @@
 """Benchmark of the Triton selective scan (S6) at Mamba-370M's shape (issue 4, acceptance 2).
 
-    python -m benchmarks.selective_scan [--sweep]
+    python -m benchmarks.selective_scan [--sweep] [--sweep-fwd]
 
 batch 8 x 2048 tokens, D = 2048 channels (expand 2 x width 1024), N = 16 states, bf16 u/delta/B/C,
 fp32 A/D. Times (median ms) ours forward (no autograd) and forward+backward against a naive
@@ -8,6 +8,14 @@ PyTorch scan (`reference.selective_scan_loop`: one step per token, fp32) and the
 reference; prints the memory-traffic floor (u, delta, B, C read once, y written once) and the
 special-function floor (one exp2 per (token, channel, state) at 16 / clock / SM).
 Goals: >= 50x the naive scan; forward within 4x of the memory floor.
+
+--sweep-fwd: every forward kernel (layouts tcn, tnc, seq, split) and the launch parameters of
+seq and split (BLOCK_T; split: NG lanes per channel, num_warps, B and C read as bf16 pairs or
+converted to fp32 before the kernel), each timed
+without autograd (median, warm-up excluded) and checked against the seq kernel's output; the
+fastest few also as the training forward, which stores the states for the backward. The
+candidates compile in parallel first (Triton's async compile, threads). Keeps the fastest in
+op.CONFIG for the main table; prints one table.
 """
 
 from __future__ import annotations
@@ -98,6 +106,134 @@ def sweep(inp, log):
     return dict(op.CONFIG)
 
 
+# --sweep-fwd candidates: (layout, the CONFIG entry it reads, launch parameters)
+FWD_CANDIDATES = (
+    [("tcn", "fwd", dict(BLOCK_T=8, BLOCK_C=32, num_warps=4)), ("tnc", "fwd", dict(BLOCK_T=8, BLOCK_C=32, num_warps=1))]
+    + [("seq", "fwd_seq", dict(BLOCK_T=bt, BLOCK_C=32, num_warps=1, bc_fp32=False)) for bt in (2, 4, 8)]
+    + [("split", "fwd_split", dict(BLOCK_T=bt, NG=ng, num_warps=w, pairs=p, bc_fp32=f32)) for bt, ng, w, p, f32 in (
+        (2, 4, 1, True, False), (4, 4, 1, True, False), (8, 4, 1, True, False), (4, 4, 2, True, False),
+        (4, 4, 4, True, False), (4, 4, 1, False, False), (4, 4, 1, True, True), (8, 4, 1, True, True),
+        (2, 2, 1, True, False), (4, 2, 1, True, False), (8, 2, 1, True, False), (4, 2, 2, True, False),
+        (4, 2, 1, True, True), (8, 2, 1, True, True),
+        (2, 1, 1, True, False), (4, 1, 1, True, False), (4, 1, 1, True, True),
+        (4, 8, 1, True, False), (8, 8, 1, True, False))]
+)
+SEQ_DEFAULT = dict(BLOCK_T=4, BLOCK_C=32, num_warps=1, bc_fp32=False)  # the reference of the error column
+
+
+def _fwd_config(base, layout, entry, launch):
+    cfg = {k: dict(v) for k, v in base.items()}
+    cfg["fwd"]["layout"] = layout
+    cfg[entry] = dict(cfg[entry], **launch) if entry == "fwd" else dict(launch)
+    return cfg
+
+
+def _precompile(inp, configs, store_states):
+    """Compile the forward kernel of every config in parallel threads (Triton's async compile; the
+    compiler runs without the GIL): the unrolled seq and split kernels take seconds to tens of
+    seconds each. Where that API is missing, each compiles on first use instead."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kernels.selective_scan.op as op
+
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode
+    except ImportError:
+        return
+    a2 = (inp["A"].float() * op.LOG2E).contiguous()  # as SelectiveScan.forward passes them
+    workers = max(1, min(16, (os.cpu_count() or 2) - 1))
+    with ThreadPoolExecutor(workers) as ex, AsyncCompileMode(ex, ignore_errors=True):
+        for cfg in configs:
+            block_t = cfg["bwd" if store_states else "fwd"]["BLOCK_T"]
+            op._forward(inp["u"], inp["delta"], a2, inp["B"], inp["C"], inp["D"], None, store_states, block_t,
+                        config=cfg, warmup=True)
+
+
+def sweep_fwd(inp, mem_floor, exp_floor, log, n_train=4):
+    """Time every forward candidate without autograd and check its y and final state against the
+    seq kernel's (BLOCK_T 4); time the n_train fastest and that seq kernel as the training forward
+    too. Keeps the fastest in op.CONFIG; prints one table."""
+    import time
+
+    import kernels.selective_scan.op as op
+    from kernels.selective_scan.op import selective_scan
+
+    b, t, c = inp["u"].shape
+    base = {k: dict(v) for k, v in op.CONFIG.items()}
+    rows = []
+    for layout, entry, launch in FWD_CANDIDATES:
+        ch_prog = 32 // launch["NG"] * launch["num_warps"] if layout == "split" else launch["BLOCK_C"]
+        rows.append({"layout": layout, "NG": launch.get("NG", "-"), "BLOCK_T": launch["BLOCK_T"],
+                     "num_warps": launch["num_warps"], "pairs": launch.get("pairs", "-"),
+                     "bc_fp32": launch.get("bc_fp32", "-"), "ch/prog": ch_prog,
+                     "warps": -(-c // ch_prog) * b * launch["num_warps"],
+                     "_cfg": _fwd_config(base, layout, entry, launch)})
+    seq_ref = next(r for r in rows if r["layout"] == "seq" and r["BLOCK_T"] == SEQ_DEFAULT["BLOCK_T"])
+    t0 = time.perf_counter()
+    _precompile(inp, [r["_cfg"] for r in rows], store_states=False)
+    print(f"compiled {len(rows)} forward kernels in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def use(cfg):
+        op.CONFIG.clear()
+        op.CONFIG.update(cfg)
+
+    def forward():
+        with torch.no_grad():
+            return selective_scan(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"])
+
+    use(seq_ref["_cfg"])
+    y_ref, f_ref = forward()
+    for row in rows:
+        use(row["_cfg"])
+        try:
+            y, f = forward()
+            row["y_err"], row["final_err"] = _rel(y, y_ref), _rel(f, f_ref)
+            row["ok"] = "yes" if row["y_err"] <= 1e-2 and row["final_err"] <= 1e-4 else "NO"
+            row["ms"] = bench(runner(inp, selective_scan, False)[0], rep_ms=100)
+            row["x_mem_floor"], row["x_exp2_floor"] = row["ms"] / mem_floor, row["ms"] / exp_floor
+        except Exception as e:  # noqa: BLE001 - a config that fails to compile or run is reported
+            row["ok"] = f"error {type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+        print({k: v for k, v in row.items() if k != "_cfg"}, flush=True)
+    timed = sorted((r for r in rows if r.get("ms") is not None and r["ok"] == "yes"), key=lambda r: r["ms"])
+    train = list({id(r): r for r in [*timed[:n_train], seq_ref]}.values())
+    _precompile(inp, [r["_cfg"] for r in train], store_states=True)
+    for row in train:
+        use(row["_cfg"])
+        fn, leaves = _train_fwd(inp, selective_scan)
+        try:
+            row["train_fwd_ms"] = bench(fn, rep_ms=100)
+        except Exception as e:  # noqa: BLE001
+            row["train_fwd_ms"] = f"error {type(e).__name__}"
+    use(timed[0]["_cfg"] if timed else base)
+    if timed:
+        timed[0]["best"] = "*"
+    for row in rows:
+        log.append({"kernel": "fwd", **{k: v for k, v in row.items() if k != "_cfg"}})
+    cols = ["layout", "NG", "BLOCK_T", "num_warps", "pairs", "bc_fp32", "ch/prog", "warps", "ms", "x_mem_floor",
+            "x_exp2_floor", "train_fwd_ms", "y_err", "final_err", "ok", "best"]
+    print(f"\nforward sweep, batch {b} x {t}, D={c}, bf16: median ms; x_*_floor = ms / floor; train_fwd_ms: the "
+          "forward that also stores the states (autograd); y_err, final_err: relative L2 vs the seq kernel, "
+          f"BLOCK_T {SEQ_DEFAULT['BLOCK_T']}\n" + table(rows, cols), flush=True)
+    return rows
+
+
+def _train_fwd(inp, fn):
+    """The training forward: inputs that need gradients, so the forward stores the states."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in inp.items()}
+
+    def call():
+        d = leaves
+        return fn(d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"])
+
+    return call, list(leaves.values())
+
+
+def _rel(a, ref) -> float:
+    a, ref = a.double(), ref.double()
+    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
@@ -105,6 +241,7 @@ def main(argv=None):
     ap.add_argument("--channels", type=int, default=2048)
     ap.add_argument("--dstate", type=int, default=16)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-fwd", action="store_true", help="every forward kernel and launch configuration")
     ap.add_argument("--naive-repeats", type=int, default=3)
     args = ap.parse_args(argv)
     import kernels.selective_scan.op as op
@@ -115,10 +252,12 @@ def main(argv=None):
     warm_gpu()
     inp = make_inputs(b, t, c, n)
     sweep_log = []
-    if args.sweep:
-        print("best launch configuration:", sweep(inp, sweep_log), flush=True)
     mem_floor = b * t * (3 * c * 2 + 2 * n * 2) / PEAK_BYTES * 1e3
     exp_floor = b * t * c * n / mufu_rate() * 1e3
+    if args.sweep_fwd:
+        sweep_fwd(inp, mem_floor, exp_floor, sweep_log)
+    if args.sweep:
+        print("best launch configuration:", sweep(inp, sweep_log), flush=True)
     rows = []
     for mode, grad in (("fwd", False), ("fwdbwd", True)):
         fn, leaves = runner(inp, selective_scan, grad)
