@@ -21,6 +21,7 @@ op.CONFIG for the main table; prints one table.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,7 @@ FWD_CANDIDATES = (
         (2, 4, 1, True, False), (4, 4, 1, True, False), (8, 4, 1, True, False), (4, 4, 2, True, False),
         (4, 4, 4, True, False), (4, 4, 1, False, False), (4, 4, 1, True, True), (8, 4, 1, True, True),
         (2, 2, 1, True, False), (4, 2, 1, True, False), (8, 2, 1, True, False), (4, 2, 2, True, False),
-        (4, 2, 1, True, True), (8, 2, 1, True, True),
+        (2, 2, 1, True, True), (4, 2, 1, True, True),
         (2, 1, 1, True, False), (4, 1, 1, True, False), (4, 1, 1, True, True),
         (4, 8, 1, True, False), (8, 8, 1, True, False))]
 )
@@ -146,8 +147,11 @@ def _precompile(inp, configs, store_states):
     with ThreadPoolExecutor(workers) as ex, AsyncCompileMode(ex, ignore_errors=True):
         for cfg in configs:
             block_t = cfg["bwd" if store_states else "fwd"]["BLOCK_T"]
-            op._forward(inp["u"], inp["delta"], a2, inp["B"], inp["C"], inp["D"], None, store_states, block_t,
-                        config=cfg, warmup=True)
+            try:
+                op._forward(inp["u"], inp["delta"], a2, inp["B"], inp["C"], inp["D"], None, store_states, block_t,
+                            config=cfg, launch=lambda kernel, grid: functools.partial(kernel.warmup, grid=grid))
+            except Exception:  # noqa: BLE001 - the sweep reports it when it runs the config
+                pass
 
 
 def sweep_fwd(inp, mem_floor, exp_floor, log, n_train=4):
@@ -234,6 +238,85 @@ def _rel(a, ref) -> float:
     return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
 
 
+def sass_report(b, t, c, n, store_states=False):
+    """Compile the seq and split candidates offline for the H100 (sm_90a, no GPU needed) at this
+    shape and count the SASS of the time loop (two tiles of BLOCK_T tokens per iteration):
+    instructions per token per warp and per channel-token, exp2, shuffles, bf16 -> fp32
+    conversions (shift / and), loads; registers and spills from ptxas."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+    from collections import Counter
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    import kernels.selective_scan.op as op
+
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    meta = lambda *s, dt=torch.bfloat16: torch.empty(*s, dtype=dt, device="meta")  # noqa: E731
+    u, delta, B, C = meta(b, t, c), meta(b, t, c), meta(b, t, n), meta(b, t, n)
+    a2, d = meta(c, n, dt=torch.float32), meta(c, dt=torch.float32)
+    names = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}
+    base = {k: dict(v) for k, v in op.CONFIG.items()}
+    rows = []
+    for layout, entry, launch in FWD_CANDIDATES:
+        if layout not in ("seq", "split"):
+            continue
+        cfg = _fwd_config(base, layout, entry, launch)
+        calls = []
+
+        def record(kernel, grid, calls=calls):
+            return lambda *xs, **kws: calls.append((kernel, xs, kws))
+
+        op._forward(u, delta, a2, B, C, d, None, store_states, cfg["bwd" if store_states else "fwd"]["BLOCK_T"],
+                    config=cfg, launch=record)
+        kernel, pos, named = calls[-1]
+        num_warps = named.pop("num_warps")
+        values = dict(zip(kernel.arg_names, pos), **named)
+        sig, consts, attrs = {}, {}, {}
+        for i, name in enumerate(kernel.arg_names):  # the JIT's specialization of a launch
+            v = values[name]
+            if i in kernel.constexprs or isinstance(v, bool) or v is None or (isinstance(v, int) and v == 1):
+                sig[name], consts[name] = "constexpr", v
+            elif isinstance(v, torch.Tensor):
+                sig[name], attrs[(i,)] = "*" + names[v.dtype], [["tt.divisibility", 16]]
+            else:
+                sig[name] = "i32"
+                if v % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        src_ = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
+        k = triton.compile(src_, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+            with open(ptx, "w") as f:
+                f.write(k.asm["ptx"])
+            err = subprocess.run([os.path.join(bin_dir, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", cubin],
+                                 capture_output=True, text=True).stderr
+            sass = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
+        ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
+        loops = [(int(m.group(1), 16), a) for a, s in ins if (m := re.search(r"BRA .*?0x([0-9a-f]+)", s)) and int(m.group(1), 16) < a]
+        lo, hi = max(loops, key=lambda x: x[1] - x[0])  # the time loop: the longest backward branch
+        ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", s).split()[0].split(".")[0] for a, s in ins if lo <= a <= hi)
+        tokens = 2 * launch["BLOCK_T"]
+        ch_warp = 32 // launch["NG"] if layout == "split" else 32
+        spill = re.search(r"(\d+) bytes spill stores", err)
+        rows.append({"layout": layout, "NG": launch.get("NG", "-"), "BLOCK_T": launch["BLOCK_T"],
+                     "num_warps": num_warps, "pairs": launch.get("pairs", "-"), "bc_fp32": launch.get("bc_fp32", "-"),
+                     "instr/token/warp": sum(ops.values()) / tokens,
+                     "instr/channel-token": sum(ops.values()) / tokens / ch_warp,
+                     "MUFU": ops["MUFU"] / tokens, "SHFL": ops["SHFL"] / tokens,
+                     "SHF+LOP3+PRMT": (ops["SHF"] + ops["LOP3"] + ops["PRMT"]) / tokens,
+                     "LDG": ops["LDG"] / tokens, "regs": int(re.search(r"Used (\d+) registers", err).group(1)),
+                     "spill_bytes": int(spill.group(1)) if spill else "?"})
+        print(rows[-1], flush=True)
+    print(f"\nsm_90a SASS of the time loop, batch {b} x {t}, D={c}, N={n}, bf16, states stored: {store_states} "
+          "(counts per token and warp; instr/channel-token = per token and warp / channels per warp)\n"
+          + table(rows, list(rows[0])), flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
@@ -242,6 +325,9 @@ def main(argv=None):
     ap.add_argument("--dstate", type=int, default=16)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-fwd", action="store_true", help="every forward kernel and launch configuration")
+    ap.add_argument("--sass", action="store_true", help="offline sm_90a instruction counts of the seq and split "
+                    "forward candidates (no GPU needed), then exit")
+    ap.add_argument("--states", action="store_true", help="with --sass: the training forward (stores states)")
     ap.add_argument("--naive-repeats", type=int, default=3)
     args = ap.parse_args(argv)
     import kernels.selective_scan.op as op
@@ -249,6 +335,9 @@ def main(argv=None):
     from kernels.selective_scan.reference import selective_scan_chunked, selective_scan_loop
 
     b, t, c, n = args.batch, args.seqlen, args.channels, args.dstate
+    if args.sass:
+        sass_report(b, t, c, n, store_states=args.states)
+        return
     warm_gpu()
     inp = make_inputs(b, t, c, n)
     sweep_log = []

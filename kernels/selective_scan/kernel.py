@@ -26,6 +26,9 @@ exp is computed as exp2 with log2(e) folded into A: one special-function op per 
 `selective_scan_fwd_seq_kernel` is a second forward without the scan: one token at a time, each
 lane owning one channel and all its N states, so no work crosses lanes (the tile kernels pay
 shuffles for the sum over states and the scan, which Triton spreads over lanes).
+`selective_scan_fwd_split_kernel` is seq with each channel's states split over NG lanes: NG times
+the warps (seq has one warp per 32 channels of a sequence, one warp per SM sub-partition at
+Mamba-370M's shape, too few to hide latency), for log2(NG) shuffle rounds per token in the sum.
 """
 
 from __future__ import annotations

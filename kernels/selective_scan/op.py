@@ -16,7 +16,6 @@ forward kernel is CONFIG["fwd"]["layout"] ("tcn", "tnc", "seq" or "split"); the 
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -60,12 +59,13 @@ def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
 
-def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, config=None, warmup=False):
+def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, config=None, launch=None):
     """block_t: the time tile of the kernel that reads `states` (the state entering every tile).
-    config: a CONFIG-like dict (default CONFIG). warmup: compile the kernel for these arguments
-    without running it (the outputs are not written); the benchmark compiles its candidates in
-    parallel this way."""
+    config: a CONFIG-like dict (default CONFIG). launch(kernel, grid) -> the function that is
+    called with the kernel's arguments (default kernel[grid]); the benchmark passes one that only
+    compiles (kernel.warmup: its candidates compile in parallel) or one that records them."""
     config = CONFIG if config is None else config
+    launch = launch or (lambda kernel, grid: kernel[grid])
     b, t, ch = u.shape
     n = A2.shape[1]
     ntiles = triton.cdiv(t, block_t)
@@ -86,7 +86,7 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
     )
     flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
     if layout == "split":
-        _forward_split(config["fwd_split"], args, flags, B, C, n, ch, b, store_states, block_t, warmup)
+        _forward_split(config["fwd_split"], args, flags, B, C, n, ch, b, store_states, block_t, launch)
         return y, final, states
     if seq is not None:
         seq_t = seq["BLOCK_T"]
@@ -94,20 +94,20 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
         assert seq_t % state_t == 0 or state_t % seq_t == 0, (
             f"fwd_seq BLOCK_T {seq_t} and the state tile {state_t} must divide one another")
         block_c = min(seq["BLOCK_C"], _pow2(ch))
-        _launch(selective_scan_fwd_seq_kernel, (triton.cdiv(ch, block_c), b), warmup)(
+        launch(selective_scan_fwd_seq_kernel, (triton.cdiv(ch, block_c), b))(
             *args, BLOCK_T=seq_t, BLOCK_C=block_c, STATE_T=state_t, **flags, num_warps=seq["num_warps"],
         )
         return y, final, states
     cfg = config["fwd"]
     block_c = min(cfg["BLOCK_C"], _pow2(ch))
     kernel = selective_scan_fwd_tnc_kernel if layout == "tnc" else selective_scan_fwd_kernel
-    _launch(kernel, (triton.cdiv(ch, block_c), b), warmup)(
+    launch(kernel, (triton.cdiv(ch, block_c), b))(
         *args, BLOCK_T=block_t, BLOCK_C=block_c, **flags, num_warps=cfg["num_warps"],
     )
     return y, final, states
 
 
-def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, warmup):
+def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launch):
     """Launch `selective_scan_fwd_split_kernel` with sp = CONFIG["fwd_split"] (the rest: _forward's)."""
     block_n = flags["BLOCK_N"]
     ng = min(sp["NG"], block_n)
@@ -118,15 +118,10 @@ def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, warmu
     assert split_t % state_t == 0 or state_t % split_t == 0, (
         f"fwd_split BLOCK_T {split_t} and the state tile {state_t} must divide one another")
     pairs = sp.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
-    _launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b), warmup)(
+    launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b))(
         *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
         **flags, num_warps=sp["num_warps"],
     )
-
-
-def _launch(kernel, grid, warmup: bool):
-    """kernel[grid], or with warmup a function that only compiles it for the arguments it gets."""
-    return functools.partial(kernel.warmup, grid=grid) if warmup else kernel[grid]
 
 
 def _pairs_ok(x: Tensor, n: int) -> bool:
