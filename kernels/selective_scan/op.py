@@ -11,7 +11,8 @@ Shapes (the contract of `reference.selective_scan_chunked`):
 All arithmetic is fp32 (the scan has no matrix products); inputs are read in their dtype.
 `chunk_size` is accepted for the contract; the kernels' time tiles are set in CONFIG. The
 forward kernel is CONFIG["fwd"]["layout"] ("tcn", "tnc", "seq" or "split"); the benchmark's
---sweep times all of them. Every forward stores the states that the backward reads.
+--sweep-fwd times all of them (and their launch parameters). Every forward stores the states
+that the backward reads when gradients are needed.
 """
 
 from __future__ import annotations
