@@ -167,14 +167,17 @@ def _interpreter_range_shim():
     into an int with int() on a 1-element array, which numpy >= 2.4 refuses: take the element."""
     from triton.runtime import interpreter
 
-    set_attr = interpreter._LangPatchScope.set_attr
+    scope = getattr(interpreter, "_LangPatchScope", None)  # (another Triton: nothing to patch)
+    if scope is None:
+        return
+    set_attr = scope.set_attr
 
     def patched(self, obj, name, value):
         if name == "__index__":
             value = lambda t: int(t.handle.data.reshape(-1)[0])  # noqa: E731
         set_attr(self, obj, name, value)
 
-    interpreter._LangPatchScope.set_attr = patched
+    scope.set_attr = patched
 
 
 def _split_checks() -> list[dict]:
