@@ -413,26 +413,25 @@ def selective_scan_fwd_split_kernel(
     states_row = ()
     for k in tl.static_range(NS // SC):
         states_row = states_row + (states_ptr + b * nstates * CH * N + cn_offs[k],)
-    # the tile loop of the seq kernel: whole tiles double-buffered, then the partial tile masked
-    nfull = T // BLOCK_T
+    # Pairs of whole tiles as in the seq kernel (each buffer reloaded in place once its tile is
+    # done), then the last < 2 * BLOCK_T tokens one at a time: two copies of the unrolled tile code
+    # instead of four (an odd tile and a masked partial one), as Triton's layout pass (Coalesce)
+    # takes time that grows steeply with the size of the unrolled code.
+    npairs = T // (2 * BLOCK_T)
     buf_a = _split_load(0, T, rows, strides, cm, nm, BLOCK_T, True)
-    for i in range(nfull // 2):
+    for i in range(npairs):
         t0 = 2 * i * BLOCK_T
         buf_b = _split_load(t0 + BLOCK_T, T, rows, strides, cm, nm, BLOCK_T, False)
-        h = _split_tile(h, t0, T, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
-        t_next = tl.minimum(t0 + 2 * BLOCK_T, (nfull - 1) * BLOCK_T)
+        h = _split_tile(h, t0, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
+        t_next = tl.minimum(t0 + 2 * BLOCK_T, (2 * npairs - 1) * BLOCK_T)  # in range, unused at the end
         buf_a = _split_load(t_next, T, rows, strides, cm, nm, BLOCK_T, False)
-        h = _split_tile(h, t0 + BLOCK_T, T, buf_b, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
-    if nfull % 2 == 1:
-        h = _split_tile(h, (nfull - 1) * BLOCK_T, T, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N,
-                        s_y_t, BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, False)
-    if nfull * BLOCK_T < T:
-        t0 = nfull * BLOCK_T
-        cur = _split_load(t0, T, rows, strides, cm, nm, BLOCK_T, True)
-        h = _split_tile(h, t0, T, cur, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, True)
+        h = _split_tile(h, t0 + BLOCK_T, buf_b, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
+    for t in range(2 * npairs * BLOCK_T, T):
+        one = _split_load(t, T, rows, strides, cm, nm, 1, False)
+        h = _split_tile(h, t, one, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                        1, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
     for k in tl.static_range(NS // SC):
         tl.store(final_ptr + b * CH * N + cn_offs[k], h[k], mask=cn_mask[k])
 
@@ -489,22 +488,20 @@ def _load0(ptr, mask):
 
 @triton.jit
 def _split_tile(
-    h, t0, T, inputs, A2, Dw, y_row, ymask, states_row, cn_mask, state_stride, s_y_t,
+    h, t0, inputs, A2, Dw, y_row, ymask, states_row, cn_mask, state_stride, s_y_t,
     BLOCK_T: tl.constexpr, NG: tl.constexpr, STATE_T: tl.constexpr, PAIRS: tl.constexpr,
-    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr, MASK_T: tl.constexpr,
+    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr,
 ):
-    """Tokens t0 .. t0 + BLOCK_T - 1 of `selective_scan_fwd_split_kernel` from their
+    """Tokens t0 .. t0 + BLOCK_T - 1 (all < T) of `selective_scan_fwd_split_kernel` from their
     `_split_load`ed inputs; writes y (and the entering states) and returns h (a tuple of chunks)."""
     us, dls, Bs, Cs = inputs
     y_t = y_row + t0 * s_y_t
     for i in tl.static_range(BLOCK_T):
         t = t0 + i
         if STORE_STATES:
-            if i % STATE_T == 0:
+            if i % STATE_T == 0:  # (the launcher makes one of BLOCK_T, STATE_T divide the other)
                 for k in tl.static_range(len(h)):
                     sm = cn_mask[k] & (t % STATE_T == 0)
-                    if MASK_T:
-                        sm = sm & (t < T)
                     tl.store(states_row[k] + (t // STATE_T) * state_stride, h[k], mask=sm)
         u = _to_f32(us[i])
         dl = _to_f32(dls[i])
@@ -527,10 +524,7 @@ def _split_tile(
         h = hn
         yp = tl.permute(tl.reshape(yp, (y_row.shape[1], NG, y_row.shape[2])), (1, 0, 2))  # (NG, NW, CW)
         y = tl.broadcast_to(tl.sum(yp, axis=0, keep_dims=True), y_row.shape)  # over a channel's lanes
-        ym = ymask
-        if MASK_T:
-            ym = (t < T) if ym is None else ym & (t < T)
-        tl.store(y_t + i * s_y_t, y.to(y_row.dtype.element_ty), mask=ym)
+        tl.store(y_t + i * s_y_t, y.to(y_row.dtype.element_ty), mask=ymask)
     return h
 
 
