@@ -117,7 +117,8 @@ FWD_CANDIDATES = (
         (2, 2, 1, True, False), (4, 2, 1, True, False), (8, 2, 1, True, False), (4, 2, 2, True, False),
         (2, 2, 1, True, True), (4, 2, 1, True, True),
         (2, 1, 1, True, False), (4, 1, 1, True, False), (4, 1, 1, True, True),
-        (4, 8, 1, True, False), (8, 8, 1, True, False))]
+        (4, 8, 1, True, False), (8, 8, 1, True, False),
+        (8, 4, 1, False, False), (8, 4, 2, True, False), (16, 4, 1, True, False))]
 )
 SEQ_DEFAULT = dict(BLOCK_T=4, BLOCK_C=32, num_warps=1, bc_fp32=False)  # the reference of the error column
 

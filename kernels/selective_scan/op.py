@@ -38,8 +38,8 @@ CONFIG = {
     # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel); "seq": one token
     # at a time with the states in-thread, launched with "fwd_seq" (see kernel.py)
     # H100 sweep (docs/benchmarks.md): seq 0.537 ms (BLOCK_T 4) / 0.507 (BLOCK_T 8, but that one
-    # spills once the training forward stores states), tcn 0.603, tnc 0.672 -> seq, BLOCK_T 4
-    "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "seq"},
+    # spills once the training forward stores states), tcn 0.603, tnc 0.672, split 0.297 -> split
+    "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "split"},
     # BLOCK_T: tokens per unrolled tile (the next tile's inputs load during it); BLOCK_C =
     # 32 * num_warps keeps one channel per lane; bc_fp32: convert B and C to fp32 before the
     # kernel (two small extra kernels), since every lane converts all of B_t and C_t per token
@@ -48,8 +48,9 @@ CONFIG = {
     # times more warps; 32 / NG * num_warps channels per program. pairs: bf16 B, C read as
     # uint32 pairs of states (used where N and the strides are even); bc_fp32: as in fwd_seq
     # (each lane converts N / NG states of B_t and C_t per token: 8 of ~45 instructions at NG 4,
-    # sm_90a). Not measured on a GPU yet.
-    "fwd_split": {"BLOCK_T": 4, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False},
+    # sm_90a). H100 sweep (`benchmarks.selective_scan --sweep-fwd`, docs/benchmarks.md): NG 4,
+    # BLOCK_T 8, 1 warp: 0.297 ms (seq: 0.537), training forward 0.456 (seq: 0.563) -> the default
+    "fwd_split": {"BLOCK_T": 8, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False},
     "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
