@@ -194,8 +194,7 @@ class HadesMixer(Mixer):
         function as h_proj(r) up to fp32 rounding; computed in fp32 outside autocast, so the
         cancellation in u_t - mean is not rounded to bf16 first. `step` forms r_t explicitly
         (tests/test_lm.py: decoding == this parallel form)."""
-        with torch.autocast(u.device.type, enabled=False):
-            return self._prefix_centred(self._router_proj(u))
+        return self._prefix_centred(self._router_proj(u))
 
     def _route(self, r_proj: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """r_proj: (..., E + Q) = W_r r_t (None when Q = 0), dt_raw: (..., M) ->
@@ -226,24 +225,16 @@ class HadesMixer(Mixer):
             delta = delta_no_bias
         return delta, delta_no_bias, ids, scores
 
-    def _route_parallel(self, u: Tensor, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Steps 3-6 of the parallel forward plus L_balance: u (B, T, D), dt_raw (B, T, M) ->
-        delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32."""
-        return self._route_from_proj(self._router_proj(u) if self.n_experts > 0 else None, dt_raw)
-
     def _route_from_proj(self, v: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`_route_parallel` after its one matrix product: v = W_r u (B, T, E + Q) fp32 (None when
-        Q = 0), dt_raw (B, T, M) -> delta, delta_no_bias, ids, balance.
+        """Steps 3-6 of the parallel forward plus L_balance, after the router's one matrix
+        product: v = W_r u (B, T, E + Q) fp32 (`_router_proj`; None when Q = 0), dt_raw (B, T, M)
+        -> delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32.
 
         Plain tensor ops only, so that torch.compile can fuse them: eagerly they are ~30 kernel
         launches forward and more backward per layer, and on an H100 HADES's step was bound by
         the CPU issuing them (docs/benchmarks.md). The product stays outside: inside the
         compiled graph Inductor copied u and its transpose for the backward (~0.07 ms a layer)."""
-        if v is not None:
-            with torch.autocast(v.device.type, enabled=False):
-                r_proj = self._prefix_centred(v)  # step 3 folded into W_r
-        else:
-            r_proj = None
+        r_proj = self._prefix_centred(v) if v is not None else None  # step 3 folded into W_r
         delta, delta_no_bias, ids, scores = self._route(r_proj, dt_raw)  # steps 4-6
         balance = balance_loss(scores) if scores is not None else dt_raw.new_zeros((), dtype=torch.float32)
         return delta, delta_no_bias, ids, balance
@@ -256,7 +247,7 @@ class HadesMixer(Mixer):
         x, B, C = self._ssm_inputs(xBC)
 
         # steps 3-6 and the balance loss (step 9): ~30 small tensor ops, fused by torch.compile
-        # when training on CUDA (`_route_parallel`)
+        # when training on CUDA (`_route_from_proj`)
         route = self._route_from_proj
         if self.use_fast_path(x) and torch.is_grad_enabled() and self.compile_router:
             if self._route_compiled is None:
