@@ -17,6 +17,18 @@ from benchmarks.common import environment, save
 from benchmarks.grid import grid_models
 
 
+def _top(events, attr: str, n: int) -> list[tuple[float, int, str, str]]:
+    """The n events with the largest `attr` (us): (ms, calls, name, input shapes), largest first."""
+    rows = [(getattr(e, attr) / 1e3, e.count, e.key, str(e.input_shapes)[:90]) for e in events]
+    return sorted(rows, reverse=True)[:n]
+
+
+def _print(title: str, rows, shapes: bool = False) -> None:
+    print(("\n" if not shapes else "") + title)
+    for ms, n, key, shp in rows:
+        print(f"  {ms:8.3f} {n:5d}  {key[:40]:40s} {shp}" if shapes else f"  {ms:8.2f} {n:5d}  {key[:110]}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/paper.yaml")
@@ -44,26 +56,21 @@ def main(argv=None):
             step()
             torch.cuda.synchronize()
         ka = prof.key_averages()
-        total = sum(e.self_device_time_total for e in ka) / 1e3
-        rows = sorted(((e.self_device_time_total / 1e3, e.count, e.key) for e in ka), reverse=True)[: args.top]
-        print(f"\n{gid}: {args.layers} layers, one step, CUDA time {total:.1f} ms; top kernels (ms, calls, name):")
-        for ms, n, key in rows:
-            print(f"  {ms:8.2f} {n:5d}  {key[:110]}")
+        # kernels only: with CPU activity on, the operators also carry the device time of the
+        # kernels they launched, which would count every kernel twice
+        kernels = [e for e in ka if e.device_type.name == "CUDA"]
+        total = sum(e.self_device_time_total for e in kernels) / 1e3
+        rows = _top(kernels, "self_device_time_total", args.top)
+        _print(f"{gid}: {args.layers} layers, one step, CUDA time {total:.1f} ms; top kernels (ms, calls, name):", rows)
         if args.cpu:
             cpu_total = sum(e.self_cpu_time_total for e in ka) / 1e3
-            crow = sorted(((e.self_cpu_time_total / 1e3, e.count, e.key) for e in ka), reverse=True)[: args.top]
-            print(f"{gid}: host time {cpu_total:.1f} ms; top operators (ms, calls, name):")
-            for ms, n, key in crow:
-                print(f"  {ms:8.2f} {n:5d}  {key[:110]}")
+            _print(f"{gid}: host time {cpu_total:.1f} ms; top operators (ms, calls, name):",
+                   _top(ka, "self_cpu_time_total", args.top))
         if args.by_op:
             ops = [e for e in prof.key_averages(group_by_input_shape=True) if e.device_type.name == "CPU"]
-            orow = sorted(((e.self_device_time_total / 1e3, e.count, e.key, str(e.input_shapes)[:90]) for e in ops),
-                          reverse=True)[: 2 * args.top]
-            print(f"{gid}: operators by the GPU time of their own kernels (ms, calls, op, input shapes):")
-            for ms, n, key, shapes in orow:
-                if ms > 0:
-                    print(f"  {ms:8.3f} {n:5d}  {key[:40]:40s} {shapes}")
-        report[gid] = {"total_ms": total, "top": [{"ms": ms, "calls": n, "kernel": key} for ms, n, key in rows]}
+            _print(f"{gid}: operators by the GPU time of their own kernels (ms, calls, op, input shapes):",
+                   [r for r in _top(ops, "self_device_time_total", 2 * args.top) if r[0] > 0], shapes=True)
+        report[gid] = {"total_ms": total, "top": [{"ms": ms, "calls": n, "kernel": key} for ms, n, key, _ in rows]}
         del model, step
         torch.cuda.empty_cache()
     save("profile_layers", {"env": environment(), "args": vars(args), "report": report})
