@@ -57,8 +57,9 @@ def main(argv=None):
             torch.cuda.synchronize()
         ka = prof.key_averages()
         # kernels only: with CPU activity on, the operators also carry the device time of the
-        # kernels they launched, which would count every kernel twice
-        kernels = [e for e in ka if e.device_type.name == "CUDA"]
+        # kernels they launched, and Inductor's "## Call CompiledFxGraph ##" ranges sit on the
+        # GPU timeline over their kernels; either would count kernels twice
+        kernels = [e for e in ka if e.device_type.name == "CUDA" and not e.key.startswith("## ")]
         total = sum(e.self_device_time_total for e in kernels) / 1e3
         rows = _top(kernels, "self_device_time_total", args.top)
         _print(f"{gid}: {args.layers} layers, one step, CUDA time {total:.1f} ms; top kernels (ms, calls, name):", rows)
