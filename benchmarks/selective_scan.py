@@ -119,6 +119,9 @@ FWD_CANDIDATES = (
         (2, 1, 1, True, False), (4, 1, 1, True, False), (4, 1, 1, True, True),
         (4, 8, 1, True, False), (8, 8, 1, True, False),
         (8, 4, 1, False, False), (8, 4, 2, True, False), (16, 4, 1, True, False))]
+    # the ring of tile buffers (NBUF), u and delta shuffled from one load per NG tokens (shfl_ud)
+    + [("split", "fwd_split", dict(BLOCK_T=bt, NG=4, num_warps=1, pairs=True, bc_fp32=False, NBUF=nb, shfl_ud=sh))
+       for bt, nb, sh in ((8, 2, False), (4, 3, False), (4, 4, False), (8, 2, True), (16, 2, True), (4, 4, True))]
 )
 SEQ_DEFAULT = dict(BLOCK_T=4, BLOCK_C=32, num_warps=1, bc_fp32=False)  # the reference of the error column
 
@@ -127,6 +130,8 @@ def _fwd_config(base, layout, entry, launch):
     cfg = {k: dict(v) for k, v in base.items()}
     cfg["fwd"]["layout"] = layout
     cfg[entry] = dict(cfg[entry], **launch) if entry == "fwd" else dict(launch)
+    if entry == "fwd_split":  # the candidate also runs the training forward (its train_fwd_ms)
+        cfg["fwd_split_train"] = dict(launch)
     return cfg
 
 

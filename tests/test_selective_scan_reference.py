@@ -131,9 +131,10 @@ def test_public_entry_point_uses_the_reference_on_cpu():
 
 # name, (batch, seqlen, channels, dstate), dtype, CONFIG["fwd_split"] (BLOCK_T, NG, num_warps, pairs), options
 # (B and C as "strided" slices of one projection with an even row stride, "odd" with an odd one;
-# bc_fp32: B and C converted to fp32 before the kernel)
+# bc_fp32: B and C converted to fp32 before the kernel; nbuf: NBUF, the ring of tile buffers, 2 if
+# not given)
 SPLIT_CASES = [
-    ("ng4_init", (1, 29, 36, 16), "float32", (4, 4, 1, True), {"init": True}),
+    ("ng4_init_ring3", (1, 29, 36, 16), "float32", (4, 4, 1, True), {"init": True, "nbuf": 3}),
     ("ng2_2warps_noD", (1, 21, 48, 16), "float32", (4, 2, 2, True), {"noD": True}),
     ("ng8_tile2_no_tail", (1, 16, 8, 16), "float32", (2, 8, 1, True), {"init": True}),
     ("ng1", (1, 13, 40, 16), "float32", (4, 1, 1, True), {}),
@@ -141,10 +142,12 @@ SPLIT_CASES = [
     ("bf16_pairs_off", (2, 11, 24, 16), "bfloat16", (4, 4, 1, False), {"init": True}),
     ("bf16_odd_stride", (1, 15, 16, 16), "bfloat16", (4, 4, 1, True), {"bc": "odd"}),
     ("bf16_bc_fp32", (1, 15, 16, 16), "bfloat16", (4, 2, 1, True), {"bc": "strided", "bc_fp32": True}),
-    ("dstate5", (1, 17, 20, 5), "float32", (4, 4, 1, True), {"init": True}),
+    ("dstate5_ring3", (1, 17, 20, 5), "float32", (4, 4, 1, True), {"init": True, "nbuf": 3}),
     ("dstate6_bf16", (1, 17, 20, 6), "bfloat16", (2, 2, 1, True), {}),
     ("dstate12_bf16", (1, 15, 20, 12), "bfloat16", (4, 2, 1, True), {}),
-    ("grad_ng4", (1, 11, 12, 16), "float32", (4, 4, 1, True), {"init": True, "grad": True}),
+    ("grad_ng4_ring3_tail_only", (1, 11, 12, 16), "float32", (4, 4, 1, True), {"init": True, "grad": True, "nbuf": 3}),
+    ("grad_ring4_tile2", (1, 37, 16, 16), "float32", (2, 4, 1, True), {"grad": True, "nbuf": 4}),
+    ("ring3_shorter_than_the_ring", (1, 3, 8, 16), "bfloat16", (4, 4, 1, True), {"nbuf": 3}),
     ("grad_tile16", (1, 19, 8, 16), "float32", (16, 2, 1, True), {"init": True, "grad": True}),
     ("grad_bf16_2warps", (1, 11, 12, 16), "bfloat16", (2, 4, 2, True), {"grad": True}),
 ]
@@ -194,7 +197,9 @@ def _split_checks() -> list[dict]:
     out = []
     for name, (b, t, c, n), dt, (block_t, ng, warps, pairs), opt in SPLIT_CASES:
         op.CONFIG["fwd"] = dict(op.CONFIG["fwd"], layout="split")
-        op.CONFIG["fwd_split"] = dict(BLOCK_T=block_t, NG=ng, num_warps=warps, pairs=pairs, bc_fp32=opt.get("bc_fp32", False))
+        op.CONFIG["fwd_split"] = dict(BLOCK_T=block_t, NG=ng, num_warps=warps, pairs=pairs, bc_fp32=opt.get("bc_fp32", False),
+                                      NBUF=opt.get("nbuf", 2))
+        op.CONFIG["fwd_split_train"] = op.CONFIG["fwd_split"]  # the training forward (states) alike
         dtype = getattr(torch, dt)
         gen = torch.Generator().manual_seed(len(out))
         r = lambda *s, gen=gen: torch.randn(*s, generator=gen)  # noqa: E731

@@ -323,8 +323,8 @@ def selective_scan_fwd_split_kernel(
     s_C_b, s_C_t: tl.constexpr, s_C_n,
     s_y_b, s_y_t: tl.constexpr, s_y_c,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr,
-    STATE_T: tl.constexpr, PAIRS: tl.constexpr, EVEN_C: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_STATES: tl.constexpr,
+    STATE_T: tl.constexpr, PAIRS: tl.constexpr, EVEN_C: tl.constexpr, NBUF: tl.constexpr,
+    SHFL_UD: tl.constexpr, HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_STATES: tl.constexpr,
 ):
     """The token-by-token forward of `selective_scan_fwd_seq_kernel` with each channel's states
     split over NG lanes, NS = BLOCK_N / NG states per lane: NG times more warps for the same
@@ -410,39 +410,91 @@ def selective_scan_fwd_split_kernel(
         nm = None
     rows = (u_row, dl_row, B_rows, C_rows)
     strides = (s_u_t, s_d_t, sB_t, sC_t)
+    if SHFL_UD:  # lane group g reads token g of every NG (see `_split_load`)
+        rows_t = (u_row + g * s_u_t, dl_row + g * s_d_t, B_rows, C_rows)
+        src = ()
+        for r in tl.static_range(NG):
+            src = src + ((r * CW + lane % CW).to(tl.int32),)
+    else:
+        rows_t = rows
+        src = None
     states_row = ()
     for k in tl.static_range(NS // SC):
         states_row = states_row + (states_ptr + b * nstates * CH * N + cn_offs[k],)
-    # Pairs of whole tiles as in the seq kernel (each buffer reloaded in place once its tile is
-    # done), then the last < 2 * BLOCK_T tokens one at a time: two copies of the unrolled tile code
-    # instead of four (an odd tile and a masked partial one), as Triton's layout pass (Coalesce)
-    # takes time that grows steeply with the size of the unrolled code.
-    npairs = T // (2 * BLOCK_T)
-    buf_a = _split_load(0, T, rows, strides, cm, nm, BLOCK_T, True)
-    for i in range(npairs):
-        t0 = 2 * i * BLOCK_T
-        buf_b = _split_load(t0 + BLOCK_T, T, rows, strides, cm, nm, BLOCK_T, False)
-        h = _split_tile(h, t0, buf_a, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
-        t_next = tl.minimum(t0 + 2 * BLOCK_T, (2 * npairs - 1) * BLOCK_T)  # in range, unused at the end
-        buf_a = _split_load(t_next, T, rows, strides, cm, nm, BLOCK_T, False)
-        h = _split_tile(h, t0 + BLOCK_T, buf_b, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
-    for t in range(2 * npairs * BLOCK_T, T):
-        one = _split_load(t, T, rows, strides, cm, nm, 1, False)
-        h = _split_tile(h, t, one, A2, Dw, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
-                        1, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
+    # A ring of NBUF tile buffers: the loads of tile k + NBUF - 1 are issued before tile k is
+    # computed, so each tile's inputs are in flight while NBUF - 1 tiles compute. NBUF copies of
+    # the unrolled tile code per loop iteration (Triton's layout pass, Coalesce, takes time that
+    # grows steeply with the size of the unrolled code), then the last < NBUF * BLOCK_T tokens
+    # one at a time, each loaded one token ahead.
+    #
+    # A tile's stores (y, states) come after the next step's loads in program order: ptxas keeps
+    # loads below earlier stores (they may alias) and sinks stores, so loads written after the
+    # previous tile's stores ended up at the very bottom of the loop, each tile waiting for its
+    # inputs' full latency (ncu: long-scoreboard stalls on half of all cycles, docs/benchmarks.md).
+    TILES: tl.constexpr = NBUF * BLOCK_T
+    nrounds = T // TILES
+    last = tl.maximum(nrounds * NBUF - 1, 0) * BLOCK_T  # the last tile of the rounds: loads stay in range
+    bufs = ()
+    for j in tl.static_range(NBUF - 1):
+        bufs = bufs + (_split_load(j * BLOCK_T, T, rows_t, strides, cm, nm, BLOCK_T, True, SHFL_UD, NG, g),)
+    bufs = bufs + (bufs[0],)  # a placeholder of the right type, loaded before it is read
+    for i in range(nrounds):
+        for j in tl.static_range(NBUF):
+            t0 = (i * NBUF + j) * BLOCK_T
+            nxt = _split_load(tl.minimum(t0 + (NBUF - 1) * BLOCK_T, last), T, rows_t, strides, cm, nm, BLOCK_T, False,
+                              SHFL_UD, NG, g)
+            if j > 0:  # the previous tile's stores, after this step's loads
+                _split_store(out, t0 - BLOCK_T,  # noqa: F821 - set by step j - 1 (static unroll)
+                             y_row, ymask, states_row, cn_mask, CH * N, s_y_t, BLOCK_T,
+                             STATE_T, STORE_STATES)
+            h, out = _split_tile(h, bufs[j], A2, Dw, BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, SHFL_UD, src)
+            bufs = _tuple_set(bufs, (j + NBUF - 1) % NBUF, nxt)
+        _split_store(out, (i * NBUF + NBUF - 1) * BLOCK_T, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
+                     BLOCK_T, STATE_T, STORE_STATES)
+    t_tail = nrounds * TILES
+    one = _split_load(t_tail, T, rows, strides, cm, nm, 1, True)
+    for t in range(t_tail, T):
+        nxt = _split_load(tl.minimum(t + 1, T - 1), T, rows, strides, cm, nm, 1, False)
+        h, out = _split_tile(h, one, A2, Dw, 1, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
+        one = nxt
+        _split_store(out, t, y_row, ymask, states_row, cn_mask, CH * N, s_y_t, 1, STATE_T, STORE_STATES)
     for k in tl.static_range(NS // SC):
         tl.store(final_ptr + b * CH * N + cn_offs[k], h[k], mask=cn_mask[k])
 
 
 @triton.jit
-def _split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr):
+def _shfl_idx(x, src_lane):
+    """Each lane's x (uint32) from lane src_lane of its warp (shfl.sync.idx; one element per lane)."""
+    return tl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [x, src_lane],
+                                     dtype=tl.uint32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _tuple_set(tup, idx: tl.constexpr, val):
+    """tup with element idx replaced by val."""
+    out = ()
+    for i in tl.static_range(len(tup)):
+        if i == idx:
+            out = out + (val,)
+        else:
+            out = out + (tup[i],)
+    return out
+
+
+@triton.jit
+def _split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr,
+                SHFL: tl.constexpr = False, NG: tl.constexpr = 1, g=None):
     """The (u, delta, B, C) of tokens t0 .. t0 + BLOCK_T - 1 as four tuples over tokens in the
     input dtype, B and C each a tuple of state chunks (uint32 pairs with PAIRS). A row pointer
     moves to the tile once; the tokens inside it are constant offsets (immediates of the loads).
     MASK_T: tokens past T read 0 (delta = 0: decay 1, no input). cmask: None = all channels;
-    nmask: a tuple over chunks, or None = all states."""
+    nmask: a tuple over chunks, or None = all states.
+
+    SHFL (bf16 u and delta, BLOCK_T a multiple of NG): u and delta are BLOCK_T / NG uint32 words,
+    the one of tokens t0 + q NG .. t0 + q NG + NG - 1: lane group g (its rows `rows` offset by g
+    tokens) loads token t0 + q NG + g of its channel, u in the low half, delta in the high half;
+    `_split_tile` hands token i's word to every group with one shuffle. One load of u and one of
+    delta per NG tokens instead of per token, NG times fewer registers held in flight."""
     u_row, dl_row, B_rows, C_rows = rows
     s_u_t, s_d_t, s_B_t, s_C_t = strides
     u_t = u_row + t0 * s_u_t
@@ -456,13 +508,23 @@ def _split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_
     dls = ()
     Bs = ()
     Cs = ()
+    if SHFL:
+        for q in tl.static_range(BLOCK_T // NG):
+            cm = cmask
+            if MASK_T:
+                inside = t0 + q * NG + g < T
+                cm = inside if cm is None else cm & inside
+            uq = _load0(u_t + q * NG * s_u_t, cm).to(tl.uint16, bitcast=True).to(tl.uint32)
+            dq = _load0(dl_t + q * NG * s_d_t, cm).to(tl.uint16, bitcast=True).to(tl.uint32)
+            us = us + (uq | (dq << 16),)
     for i in tl.static_range(BLOCK_T):
         cm = cmask
         if MASK_T:
             inside = t0 + i < T
             cm = inside if cm is None else cm & inside
-        us = us + (_load0(u_t + i * s_u_t, cm),)
-        dls = dls + (_load0(dl_t + i * s_d_t, cm),)
+        if not SHFL:
+            us = us + (_load0(u_t + i * s_u_t, cm),)
+            dls = dls + (_load0(dl_t + i * s_d_t, cm),)
         Bi = ()
         Ci = ()
         for k in tl.static_range(len(B_rows)):
@@ -488,23 +550,28 @@ def _load0(ptr, mask):
 
 @triton.jit
 def _split_tile(
-    h, t0, inputs, A2, Dw, y_row, ymask, states_row, cn_mask, state_stride, s_y_t,
-    BLOCK_T: tl.constexpr, NG: tl.constexpr, STATE_T: tl.constexpr, PAIRS: tl.constexpr,
-    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr,
+    h, inputs, A2, Dw, BLOCK_T: tl.constexpr, NG: tl.constexpr, STATE_T: tl.constexpr, PAIRS: tl.constexpr,
+    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr, SHFL: tl.constexpr = False, src=None,
 ):
-    """Tokens t0 .. t0 + BLOCK_T - 1 (all < T) of `selective_scan_fwd_split_kernel` from their
-    `_split_load`ed inputs; writes y (and the entering states) and returns h (a tuple of chunks)."""
+    """BLOCK_T tokens of `selective_scan_fwd_split_kernel` from their `_split_load`ed inputs, no
+    stores: returns h (a tuple of chunks) and what `_split_store` writes: y per token in the
+    output's layout (fp32), and the entering state of every token i with i % STATE_T == 0."""
     us, dls, Bs, Cs = inputs
-    y_t = y_row + t0 * s_y_t
+    NW: tl.constexpr = us[0].shape[0] // 32  # warps
+    CW: tl.constexpr = 32 // NG  # channels per warp
+    ys = ()
+    hs = ()
     for i in tl.static_range(BLOCK_T):
-        t = t0 + i
         if STORE_STATES:
             if i % STATE_T == 0:  # (the launcher makes one of BLOCK_T, STATE_T divide the other)
-                for k in tl.static_range(len(h)):
-                    sm = cn_mask[k] & (t % STATE_T == 0)
-                    tl.store(states_row[k] + (t // STATE_T) * state_stride, h[k], mask=sm)
-        u = _to_f32(us[i])
-        dl = _to_f32(dls[i])
+                hs = hs + (h,)
+        if SHFL:  # token i's word from the lanes of group i % NG (`_split_load`); src: their lane ids
+            w = _shfl_idx(us[i // NG], src[i % NG])
+            u = (w << 16).to(tl.float32, bitcast=True)
+            dl = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
+        else:
+            u = _to_f32(us[i])
+            dl = _to_f32(dls[i])
         dlu = (dl * u)[None, :]
         if HAS_D:
             yp = Dw * u
@@ -522,10 +589,25 @@ def _split_tile(
             yp += tl.sum(Ct * hk, axis=0)  # (W,): this lane's states
             hn = hn + (hk,)
         h = hn
-        yp = tl.permute(tl.reshape(yp, (y_row.shape[1], NG, y_row.shape[2])), (1, 0, 2))  # (NG, NW, CW)
-        y = tl.broadcast_to(tl.sum(yp, axis=0, keep_dims=True), y_row.shape)  # over a channel's lanes
-        tl.store(y_t + i * s_y_t, y.to(y_row.dtype.element_ty), mask=ymask)
-    return h
+        yp = tl.permute(tl.reshape(yp, (NW, NG, CW)), (1, 0, 2))  # (NG, NW, CW)
+        ys = ys + (tl.broadcast_to(tl.sum(yp, axis=0, keep_dims=True), (NG, NW, CW)),)  # over a channel's lanes
+    return h, (ys, hs)
+
+
+@triton.jit
+def _split_store(out, t0, y_row, ymask, states_row, cn_mask, state_stride, s_y_t, BLOCK_T: tl.constexpr,
+                 STATE_T: tl.constexpr, STORE_STATES: tl.constexpr):
+    """The stores of one `_split_tile` (tokens t0 .. t0 + BLOCK_T - 1): y, and the states."""
+    ys, hs = out
+    if STORE_STATES:
+        for j in tl.static_range(len(hs)):
+            t = t0 + j * STATE_T
+            for k in tl.static_range(len(states_row)):
+                sm = cn_mask[k] & (t % STATE_T == 0)
+                tl.store(states_row[k] + (t // STATE_T) * state_stride, hs[j][k], mask=sm)
+    y_t = y_row + t0 * s_y_t
+    for i in tl.static_range(BLOCK_T):
+        tl.store(y_t + i * s_y_t, ys[i].to(y_row.dtype.element_ty), mask=ymask)
 
 
 @triton.jit

@@ -48,9 +48,15 @@ CONFIG = {
     # times more warps; 32 / NG * num_warps channels per program. pairs: bf16 B, C read as
     # uint32 pairs of states (used where N and the strides are even); bc_fp32: as in fwd_seq
     # (each lane converts N / NG states of B_t and C_t per token: 8 of ~45 instructions at NG 4,
-    # sm_90a). H100 sweep (`benchmarks.selective_scan --sweep-fwd`, docs/benchmarks.md): NG 4,
-    # BLOCK_T 8, 1 warp: 0.297 ms (seq: 0.537), training forward 0.456 (seq: 0.563) -> the default
-    "fwd_split": {"BLOCK_T": 8, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False},
+    # sm_90a). NBUF: a ring of NBUF tile buffers, tile k + NBUF - 1 loading while tile k computes.
+    # shfl_ud: bf16 u and delta read one token per lane group, NG tokens per load, handed to the
+    # other groups by a shuffle (not in the interpreter). "fwd_split" runs without autograd,
+    # "fwd_split_train" for the training forward (stores the states for the backward). H100 (`benchmarks.selective_scan`, ncu;
+    # docs/benchmarks.md, fourth round): without autograd BLOCK_T 16 + shfl_ud 0.267 ms (BLOCK_T 8
+    # 0.277); training forward BLOCK_T 8 0.317 ms (BLOCK_T 16 + shfl_ud: 167 registers, 0.419).
+    "fwd_split": {"BLOCK_T": 16, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2,
+                  "shfl_ud": True},
+    "fwd_split_train": {"BLOCK_T": 8, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2},
     "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
 }
 
@@ -78,7 +84,8 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
     seq = config["fwd_seq"] if layout == "seq" else None
     if seq is not None:
         A2 = A2.t().contiguous()  # (N, CH): channels last, like every tile of the seq kernel
-    if layout in ("seq", "split") and config[f"fwd_{layout}"].get("bc_fp32"):
+    split = _split_config(config, store_states) if layout == "split" else None
+    if (layout == "seq" and config["fwd_seq"].get("bc_fp32")) or (split is not None and split.get("bc_fp32")):
         B, C = B.float(), C.float()
     args = (
         u, delta, A2, B, C, D if D is not None else A2, init if init is not None else final,
@@ -88,7 +95,7 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
     )
     flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
     if layout == "split":
-        _forward_split(config["fwd_split"], args, flags, B, C, n, ch, b, store_states, block_t, launch)
+        _forward_split(split, args, flags, B, C, n, ch, b, store_states, block_t, launch)
         return y, final, states
     if seq is not None:
         seq_t = seq["BLOCK_T"]
@@ -109,6 +116,13 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
     return y, final, states
 
 
+def _split_config(config: dict, store_states: bool) -> dict:
+    """The split kernel's launch parameters: CONFIG["fwd_split"] without autograd, and
+    CONFIG["fwd_split_train"] (falling back to "fwd_split") for the training forward, which also
+    stores the states: the two have different best tiles on an H100."""
+    return config.get("fwd_split_train", config["fwd_split"]) if store_states else config["fwd_split"]
+
+
 def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launch):
     """Launch `selective_scan_fwd_split_kernel` with sp = CONFIG["fwd_split"] (the rest: _forward's)."""
     block_n = flags["BLOCK_N"]
@@ -122,8 +136,18 @@ def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launc
     pairs = sp.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
     launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b))(
         *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
+        NBUF=sp.get("NBUF", 2),
+        SHFL_UD=_shfl_ud(sp, args[0], args[1], ng, split_t),
         **flags, num_warps=sp["num_warps"],
     )
+
+
+def _shfl_ud(sp: dict, u: Tensor, delta: Tensor, ng: int, block_t: int) -> bool:
+    """Whether the split kernel reads u and delta one token per lane group and shuffles them
+    (CONFIG["fwd_split"]["shfl_ud"]): bf16 u and delta, NG > 1 dividing BLOCK_T; not in Triton's
+    interpreter (inline PTX)."""
+    return (sp.get("shfl_ud", False) and not _INTERPRET and ng > 1 and block_t % ng == 0
+            and u.dtype == torch.bfloat16 and delta.dtype == torch.bfloat16)
 
 
 def _pairs_ok(x: Tensor, n: int) -> bool:

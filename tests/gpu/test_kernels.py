@@ -132,6 +132,7 @@ SS_FWD = {
     "tcn": ("tcn", None),
     "seq": ("seq", ("fwd_seq", dict(BLOCK_T=4, BLOCK_C=32, num_warps=1))),
     "split": ("split", ("fwd_split", dict(BLOCK_T=4, NG=4, num_warps=1, pairs=True))),
+    "split_shfl_ring3": ("split", ("fwd_split", dict(BLOCK_T=4, NG=4, num_warps=1, pairs=True, NBUF=3, shfl_ud=True))),
 }
 
 
@@ -144,6 +145,8 @@ def ss_fwd(request, monkeypatch):
     monkeypatch.setitem(op.CONFIG, "fwd", dict(op.CONFIG["fwd"], layout=layout))
     if launch is not None:
         monkeypatch.setitem(op.CONFIG, *launch)
+        if launch[0] == "fwd_split":  # the training forward (states stored) with the same kernel
+            monkeypatch.setitem(op.CONFIG, "fwd_split_train", launch[1])
     return request.param
 
 
@@ -228,9 +231,11 @@ def test_conv_matches_reference(case, dtype):
         check(f"conv {case} {name}", go, gr, dtype)
 
 
-SS_SPLIT = {  # (BLOCK_T, NG, num_warps, pairs, bc_fp32)
+SS_SPLIT = {  # (BLOCK_T, NG, num_warps, pairs, bc_fp32, NBUF, shfl_ud)
     "split": (4, 4, 1, True, False), "split_ng2_2warps": (8, 2, 2, True, False), "split_ng1": (4, 1, 1, True, False),
     "split_ng8_t2": (2, 8, 1, True, False), "split_nopairs": (4, 4, 1, False, False), "split_bcf32": (4, 2, 1, True, True),
+    "split_default": (16, 4, 1, True, False, 2, True), "split_train_default": (8, 4, 1, True, False, 2),
+    "split_shfl_ng2_2warps_ring4": (4, 2, 2, True, False, 4, True),
 }
 
 
@@ -247,7 +252,12 @@ def test_selective_scan_forward_layouts(layout, monkeypatch):
     seq = {"seq_2warps": (4, 64, 2, False), "seq_t16": (16, 32, 1, False), "seq_bcf32": (2, 32, 1, True)}.get(layout, (8, 32, 1, False))
     monkeypatch.setitem(op.CONFIG, "fwd_seq", dict(zip(("BLOCK_T", "BLOCK_C", "num_warps", "bc_fp32"), seq)))
     split = SS_SPLIT.get(layout, SS_SPLIT["split"])
-    monkeypatch.setitem(op.CONFIG, "fwd_split", dict(zip(("BLOCK_T", "NG", "num_warps", "pairs", "bc_fp32"), split)))
+    keys = ("BLOCK_T", "NG", "num_warps", "pairs", "bc_fp32", "NBUF", "shfl_ud")
+    monkeypatch.setitem(op.CONFIG, "fwd_split", dict(zip(keys, split)))
+    # the training forward (states stored) runs the same kernel; the default pair as in op.CONFIG
+    # (BLOCK_T 16 with states compiles for a minute)
+    train = SS_SPLIT["split_train_default"] if layout == "split_default" else split
+    monkeypatch.setitem(op.CONFIG, "fwd_split_train", dict(zip(keys, train)))
     gen = torch.Generator(device=DEV).manual_seed(5)
     r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
     for dtype in (torch.float32, torch.bfloat16):
