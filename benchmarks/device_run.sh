@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call of the device tool: environment, GPU tests, benchmarks, in the stages named.
-#   bash benchmarks/device_run.sh env tests ssd ss conv ce parity train passkey
+#   bash benchmarks/device_run.sh env tests ssd ss conv ce parity train passkey norm diversity router
 # Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/ (Triton's
 # compile cache from the last call, triton_cache.tgz.part-*), results/tokenizer/neox.json (the
 # GPT-NeoX tokenizer, for passkey). Writes under $OUT: log.txt (tee'd by the caller), json.tgz
@@ -45,6 +45,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
     diversity) run diversity 120 python3 -m benchmarks.diversity ${DIVERSITY_ARGS:-} ;;
+    router) run router 120 python3 -m benchmarks.router ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -5,6 +5,7 @@
     kernels/conv/            the short causal depthwise conv + SiLU of the mixers
     kernels/norm/            RMSNorm and Mamba2's gated RMSNorm (fused forward and backward)
     kernels/diversity/       HADES's diversity loss over the slot outputs
+    kernels/router/          HADES's in_proj with the router's fp32 product (one gradient sum)
     kernels/cross_entropy/   the LM head's token-level cross-entropy on bf16 logits
 
 Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like

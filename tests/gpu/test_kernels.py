@@ -272,3 +272,33 @@ def test_selective_scan_forward_layouts(layout, monkeypatch):
         cot = (torch.randn_like(yr), torch.randn_like(fr))
         for k, go, gr in zip(d, _grads((y, fin), list(d.values()), cot), _grads((yr, fr), list(ref.values()), cot)):
             check(f"ss layout {layout} d{k}", go, gr, dtype)
+
+
+# -- HADES's in_proj + router product ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 333, 1024, 2336, 32), (1, 70, 96, 50, 24)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_router_proj_matches_reference(shape, dtype):
+    """z (in_proj in `dtype`), v (fp32) and the gradients of u (both paths summed), W_in and W_r
+    (a column slice of h_proj's weight) against fp64; rows and columns not multiples of the tiles."""
+    from kernels.router.op import in_router_proj
+    from kernels.router.reference import in_router_proj_ref
+
+    b, t, d, f, r = shape
+    gen = torch.Generator(device=DEV).manual_seed(7)
+    u = _leaf(torch.randn(b, t, d, device=DEV, generator=gen))
+    w_in = _leaf(torch.randn(f, d, device=DEV, generator=gen) * d**-0.5)
+    h_w = _leaf(torch.randn(r, d + 16, device=DEV, generator=gen) * d**-0.5)
+    z, v = in_router_proj(u, w_in, h_w[:, :d], dtype)
+    assert z.dtype == dtype and v.dtype == torch.float32
+    cot = (torch.randn(z.shape, device=DEV, dtype=torch.float64), torch.randn(v.shape, device=DEV, dtype=torch.float64))
+    ref_leaves = [x.detach().double().requires_grad_() for x in (u, w_in, h_w)]
+    zr, vr = in_router_proj_ref(ref_leaves[0], ref_leaves[1], ref_leaves[2][:, :d], torch.float64)
+    low_leaves = [x.detach().requires_grad_() for x in (u, w_in, h_w)]
+    zl, vl = in_router_proj_ref(low_leaves[0], low_leaves[1], low_leaves[2][:, :d], dtype)
+    check(f"router {shape} z", z, zr, dtype, zl)
+    check(f"router {shape} v", v, vr, torch.float32)  # fp32 in both dtypes
+    g, gr, gl = _grads((z, v), [u, w_in, h_w], cot), _grads((zr, vr), ref_leaves, cot), _grads((zl, vl), low_leaves, cot)
+    for k, go, gref, glow in zip(("du", "dW_in", "dW_r"), g, gr, gl):
+        check(f"router {shape} {k}", go, gref, dtype, glow)

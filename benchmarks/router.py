@@ -1,0 +1,64 @@
+"""HADES's in_proj fused with the router's fp32 product (`kernels.router`) vs the plain path, at
+the paper's HADES layer shape: u (8 x 2048, D = 1024) fp32 from the block norm, in_proj 1024 ->
+2336 in bf16 (autocast), W_r 32 x 1024 in fp32.
+
+    python -m benchmarks.router
+
+Median ms (CUDA events, warm-up excluded) of the forward and of forward + backward (u's two
+gradients summed, W_in's and W_r's gradients), ours beside the plain path (nn.Linear under
+autocast + an fp32 F.linear, autograd adding u's gradients) and the ratio; the memory floor of
+the router's share (u read forward; u read for dW_r, in_proj's bf16 gradient read and u's fp32
+gradient written backward; at 3.0 TB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.common import PEAK_BYTES, bench, environment, save, table, warm_gpu
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args(argv)
+    from kernels.router.op import in_router_proj
+    from kernels.router.reference import in_router_proj_ref
+
+    warm_gpu()
+    m, d, f, r = 8 * 2048, 1024, 2336, 32
+    u = torch.randn(8, 2048, d, device="cuda", requires_grad=True)
+    w_in = (torch.randn(f, d, device="cuda") * d**-0.5).requires_grad_()
+    w_r = (torch.randn(r, d, device="cuda") * d**-0.5).requires_grad_()
+    dz = torch.randn(8, 2048, f, device="cuda", dtype=torch.bfloat16)
+    dv = torch.randn(8, 2048, r, device="cuda")
+    leaves = [u, w_in, w_r]
+
+    def timings(fn):
+        def fwd():
+            with torch.no_grad():
+                fn(u, w_in, w_r, torch.bfloat16)
+
+        def fwdbwd():
+            z, v = fn(u, w_in, w_r, torch.bfloat16)
+            torch.autograd.backward([z, v], [dz, dv])
+
+        return {"fwd_ms": bench(fwd), "fwdbwd_ms": bench(fwdbwd, grad_to_none=leaves)}
+
+    rows = [{"impl": "ours", **timings(in_router_proj)}, {"impl": "plain", **timings(in_router_proj_ref)}]
+    for k in ("fwd", "fwdbwd"):
+        rows[0][f"plain/ours_{k}"] = rows[1][f"{k}_ms"] / rows[0][f"{k}_ms"]
+    z, v = in_router_proj(u, w_in, w_r, torch.bfloat16)
+    z2, v2 = in_router_proj_ref(u, w_in, w_r, torch.bfloat16)
+    err_v = ((v - v2).norm() / v2.norm()).item()
+    floor_router = {"fwd": m * d * 4 / PEAK_BYTES * 1e3, "fwdbwd": m * d * (4 + 4 + 2 + 4) / PEAK_BYTES * 1e3}
+    rows[0].update(router_floor_fwd_ms=floor_router["fwd"], router_floor_fwdbwd_ms=floor_router["fwdbwd"], rel_err_v=err_v)
+    print("in_proj + router product, u (8 x 2048, 1024) fp32, in_proj 2336 bf16, W_r 32 fp32 (median ms)")
+    print(table(rows, ["impl", "fwd_ms", "fwdbwd_ms", "plain/ours_fwd", "plain/ours_fwdbwd", "router_floor_fwd_ms",
+                       "router_floor_fwdbwd_ms", "rel_err_v"]))
+    save("router", {"env": environment(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""HADES's fused in_proj + router product (`kernels.router`).
+
+On CPU the public function is the plain-torch reference, and the HADES mixer's two forward
+paths (fused op / plain composition) are the same function. Then the Triton op == the reference in
+Triton's CPU interpreter, forward and every gradient (u, W_in, W_r as a column slice of h_proj's
+weight), rows and columns that are not a multiple of the tiles, R not a power of 2, bf16 and fp32
+in_proj, NaN-poisoned outputs. Skipped where Triton is not installed (CI); the interpreter has to
+be chosen before Triton's `jit` wraps the kernels, so that part runs in a subprocess:
+`TRITON_INTERPRET=1 python tests/test_router.py`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.router import in_router_proj, in_router_proj_ref
+
+REPO = Path(__file__).resolve().parents[1]
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+# (batch, seqlen, D, F, R), in_proj dtype
+CASES = [((2, 37, 80, 70, 24), "float32"), ((1, 130, 64, 33, 32), "bfloat16"), ((3, 5, 16, 16, 5), "bfloat16")]
+
+
+def _rel(a, ref) -> float:
+    a, ref = a.detach().double(), ref.detach().double()
+    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
+
+
+def _run(fn, b, t, d, f, r, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, t, d, generator=g, requires_grad=True)
+    w_in = torch.randn(f, d, generator=g, requires_grad=True)
+    h_w = torch.randn(r, d + 7, generator=g, requires_grad=True)  # W_r: a column slice, as in HadesMixer
+    z, v = fn(u, w_in, h_w[:, :d], dtype)
+    gz, gv = torch.randn(z.shape, generator=g), torch.randn(v.shape, generator=g)
+    grads = torch.autograd.grad((z.float() * gz).sum() + (v * gv).sum(), [u, w_in, h_w])
+    return [z, v, *grads]
+
+
+def test_cpu_is_the_reference_and_dtypes():
+    b, t, d, f, r = 2, 9, 16, 12, 6
+    for dt in (torch.float32, torch.bfloat16):
+        z, v, *g = _run(in_router_proj, b, t, d, f, r, dt, 0)
+        z2, v2, *g2 = _run(in_router_proj_ref, b, t, d, f, r, dt, 0)
+        assert z.dtype == dt and v.dtype == torch.float32 and z.shape == (b, t, f) and v.shape == (b, t, r)
+        for a, ref in zip([z, v, *g], [z2, v2, *g2]):
+            assert torch.equal(a, ref)
+
+
+def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch):
+    """HadesMixer._projections on the fast path (the fused op; on CPU it dispatches to the
+    reference, so this checks the wiring: weights, the autocast dtype) == its plain path, forward
+    and backward, under bf16 autocast and without."""
+    from hades.models.mixers.hades import HadesMixer
+    from tests.test_ssm_mixers import small_cfg
+
+    mixer = HadesMixer(small_cfg("hades"), 0)
+    params = [mixer.in_proj.weight, mixer.h_proj.weight]
+    for autocast in (True, False):
+        res = []
+        for fast in (True, False):
+            monkeypatch.setattr(mixer, "use_fast_path", lambda x, fast=fast: fast)
+            u = torch.randn(2, 7, mixer.cfg.d_model, generator=torch.Generator().manual_seed(0), requires_grad=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                z, v = mixer._projections(u)
+            res.append((z, v, *torch.autograd.grad(z.float().sum() + v.sum(), [u, *params])))
+        (z1, v1, *g1), (z2, v2, *g2) = res
+        assert z1.dtype == z2.dtype == (torch.bfloat16 if autocast else torch.float32) and v1.dtype == v2.dtype == torch.float32
+        assert torch.equal(z1, z2) and torch.allclose(v1, v2, rtol=1e-6, atol=1e-6)
+        for a, b in zip(g1, g2):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _interpreter_checks() -> list[dict]:
+    from tests.test_selective_scan_reference import _interpreter_range_shim
+
+    _interpreter_range_shim()
+    import kernels._buffers
+    from kernels.router.op import in_router_proj as op
+
+    kernels._buffers.POISON_OUTPUTS = True
+    out = []
+    names = ["z", "v", "du", "dW_in", "dW_r"]
+    for i, ((b, t, d, f, r), dt) in enumerate(CASES):
+        got = _run(op, b, t, d, f, r, getattr(torch, dt), i)
+        ref = _run(in_router_proj_ref, b, t, d, f, r, getattr(torch, dt), i)
+        out += [{"name": f"{dt} {(b, t, d, f, r)} {n}", "err": _rel(a, e), "tol": 1e-5} for n, a, e in zip(names, got, ref)]
+    return out
+
+
+@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+def test_triton_op_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(results) == 5 * len(CASES)
+    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
+    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
+    torch.set_num_threads(1)
+    results = _interpreter_checks()
+    for c in results:
+        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
+    print(json.dumps(results))
