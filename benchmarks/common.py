@@ -40,6 +40,15 @@ def bench(fn, warmup_ms: float = 25, rep_ms: float = 200, grad_to_none=None) -> 
     return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, grad_to_none=grad_to_none, return_mode="median")
 
 
+def bench_graph(fn, rep_ms: float = 200) -> float:
+    """Median milliseconds of fn() captured once as a CUDA graph and replayed (no host launch
+    cost: what a kernel sequence costs inside the trainer's graph-captured step)."""
+    import triton.testing
+
+    with torch.cuda.stream(torch.cuda.Stream()):
+        return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
+
+
 def bench_slow(fn, repeats: int = 3) -> float:
     """Median ms of a slow fn (seconds per call): one warm-up, then `repeats` timed calls."""
     fn()

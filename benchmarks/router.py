@@ -5,7 +5,8 @@ the paper's HADES layer shape: u (8 x 2048, D = 1024) fp32 from the block norm, 
     python -m benchmarks.router
 
 Median ms (CUDA events, warm-up excluded) of the forward and of forward + backward (u's two
-gradients summed, W_in's and W_r's gradients), ours beside the plain path (nn.Linear under
+gradients summed, W_in's and W_r's gradients), launched eagerly and replayed as a CUDA graph (the
+trainer's mode; eagerly the host's launches show in the time), ours beside the plain path (nn.Linear under
 autocast + an fp32 F.linear, autograd adding u's gradients) and the ratio; the memory floor of
 the router's share (u read forward; u read for dW_r, in_proj's bf16 gradient read and u's fp32
 gradient written backward; at 3.0 TB/s).
@@ -17,7 +18,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import PEAK_BYTES, bench, environment, save, table, warm_gpu
+from benchmarks.common import PEAK_BYTES, bench, bench_graph, environment, save, table, warm_gpu
 
 
 def main(argv=None):
@@ -42,12 +43,15 @@ def main(argv=None):
 
         def fwdbwd():
             z, v = fn(u, w_in, w_r, torch.bfloat16)
-            torch.autograd.backward([z, v], [dz, dv])
+            torch.autograd.grad([z, v], leaves, [dz, dv])
 
-        return {"fwd_ms": bench(fwd), "fwdbwd_ms": bench(fwdbwd, grad_to_none=leaves)}
+        # eager (the host launches each kernel: a few us of Python per launch) and replayed as a
+        # CUDA graph, as the trainer runs it (train.cuda_graph): the kernels' own time
+        return {"fwd_ms": bench(fwd), "fwdbwd_ms": bench(fwdbwd), "graph_fwd_ms": bench_graph(fwd),
+                "graph_fwdbwd_ms": bench_graph(fwdbwd)}
 
     rows = [{"impl": "ours", **timings(in_router_proj)}, {"impl": "plain", **timings(in_router_proj_ref)}]
-    for k in ("fwd", "fwdbwd"):
+    for k in ("fwd", "fwdbwd", "graph_fwd", "graph_fwdbwd"):
         rows[0][f"plain/ours_{k}"] = rows[1][f"{k}_ms"] / rows[0][f"{k}_ms"]
     z, v = in_router_proj(u, w_in, w_r, torch.bfloat16)
     z2, v2 = in_router_proj_ref(u, w_in, w_r, torch.bfloat16)
@@ -55,7 +59,8 @@ def main(argv=None):
     floor_router = {"fwd": m * d * 4 / PEAK_BYTES * 1e3, "fwdbwd": m * d * (4 + 4 + 2 + 4) / PEAK_BYTES * 1e3}
     rows[0].update(router_floor_fwd_ms=floor_router["fwd"], router_floor_fwdbwd_ms=floor_router["fwdbwd"], rel_err_v=err_v)
     print("in_proj + router product, u (8 x 2048, 1024) fp32, in_proj 2336 bf16, W_r 32 fp32 (median ms)")
-    print(table(rows, ["impl", "fwd_ms", "fwdbwd_ms", "plain/ours_fwd", "plain/ours_fwdbwd", "router_floor_fwd_ms",
+    print(table(rows, ["impl", "fwd_ms", "fwdbwd_ms", "graph_fwd_ms", "graph_fwdbwd_ms", "plain/ours_fwd",
+                       "plain/ours_fwdbwd", "plain/ours_graph_fwd", "plain/ours_graph_fwdbwd", "router_floor_fwd_ms",
                        "router_floor_fwdbwd_ms", "rel_err_v"]))
     save("router", {"env": environment(), "rows": rows})
 
