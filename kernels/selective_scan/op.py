@@ -38,7 +38,7 @@ CONFIG = {
     # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel); "seq": one token
     # at a time with the states in-thread, launched with "fwd_seq" (see kernel.py)
     # H100 sweep (docs/benchmarks.md): seq 0.537 ms (BLOCK_T 4) / 0.507 (BLOCK_T 8, but that one
-    # spills once the training forward stores states), tcn 0.603, tnc 0.672, split 0.297 -> split
+    # spills once the training forward stores states), tcn 0.603, tnc 0.672, split 0.267 (fourth round) -> split
     "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "split"},
     # BLOCK_T: tokens per unrolled tile (the next tile's inputs load during it); BLOCK_C =
     # 32 * num_warps keeps one channel per lane; bc_fp32: convert B and C to fp32 before the
