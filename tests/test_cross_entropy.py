@@ -17,21 +17,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kernels.cross_entropy import cross_entropy, cross_entropy_ref
 from kernels.cross_entropy.reference import cross_entropy_rows_ref
+from tests._interpreter import interpreter_main, needs_triton, run_in_interpreter
 
-REPO = Path(__file__).resolve().parents[1]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
 
 
@@ -137,7 +130,6 @@ def test_public_entry_bf16_on_cpu_matches_float_cross_entropy():
 
 # -- the Triton kernel in the CPU interpreter -----------------------------------------------
 
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
 # (name, rows, vocab, dtype, layout, BLOCK_V or None for CONFIG's, pad): pad > 0 appends that
 # many NaN columns and passes the (N, vocab + pad) logits with n_classes=vocab
 INTERPRETER_CASES = [
@@ -228,21 +220,11 @@ def _interpreter_checks() -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+@needs_triton
 def test_triton_kernel_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+    results = run_in_interpreter(__file__)
     assert len(results) == sum(7 + (c[-1] > 0) for c in INTERPRETER_CASES) + 5
-    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
-    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
 
 
 if __name__ == "__main__":
-    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
-    torch.set_num_threads(1)
-    results = _interpreter_checks()
-    for c in results:
-        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
-    print(json.dumps(results))
+    interpreter_main(_interpreter_checks)

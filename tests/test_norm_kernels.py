@@ -15,20 +15,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from kernels.norm import gated_rms_norm, gated_rms_norm_ref, rms_norm, rms_norm_ref
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests._interpreter import interpreter_main, needs_triton, run_in_interpreter
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
@@ -121,7 +112,6 @@ def test_fp64_and_oversized_rows_take_the_reference():
 
 # -- the Triton kernels in the CPU interpreter -----------------------------------------------
 
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
 # (name, kind, leading shape, dim, group_size, y dtype, z dtype, weight dtype, layout, tiles)
 INTERPRETER_CASES = [
     ("rms_96", "rms", (37,), 96, None, "float32", None, "float32", "contiguous", None),
@@ -194,22 +184,12 @@ def _interpreter_checks() -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+@needs_triton
 def test_triton_kernels_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+    results = run_in_interpreter(__file__)
     n_grads = sum(1 if c[0] == "rms_no_rows" else 4 if c[1] == "gated" else 3 for c in INTERPRETER_CASES)
     assert len(results) == len(INTERPRETER_CASES) + n_grads, f"{len(results)} checks"
-    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
-    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
 
 
 if __name__ == "__main__":
-    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
-    torch.set_num_threads(1)
-    results = _interpreter_checks()
-    for c in results:
-        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
-    print(json.dumps(results))
+    interpreter_main(_interpreter_checks)

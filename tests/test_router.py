@@ -11,20 +11,11 @@ be chosen before Triton's `jit` wraps the kernels, so that part runs in a subpro
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import torch
 
 from kernels.router import in_router_proj, in_router_proj_ref
+from tests._interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
-REPO = Path(__file__).resolve().parents[1]
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
 # (batch, seqlen, D, F, R), in_proj dtype
 CASES = [((2, 37, 80, 70, 24), "float32"), ((1, 130, 64, 33, 32), "bfloat16"), ((3, 5, 16, 16, 5), "bfloat16")]
 
@@ -80,9 +71,7 @@ def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch):
 
 
 def _interpreter_checks() -> list[dict]:
-    from tests.test_selective_scan_reference import _interpreter_range_shim
-
-    _interpreter_range_shim()
+    range_shim()
     import kernels._buffers
     from kernels.router.op import in_router_proj as op
 
@@ -96,21 +85,11 @@ def _interpreter_checks() -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+@needs_triton
 def test_triton_op_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+    results = run_in_interpreter(__file__, timeout=600)
     assert len(results) == 5 * len(CASES)
-    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
-    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
 
 
 if __name__ == "__main__":
-    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
-    torch.set_num_threads(1)
-    results = _interpreter_checks()
-    for c in results:
-        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
-    print(json.dumps(results))
+    interpreter_main(_interpreter_checks)

@@ -17,21 +17,12 @@ tests/test_selective_scan_reference.py`.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_loop
-
-REPO = Path(__file__).resolve().parents[1]
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
+from tests._interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
@@ -165,31 +156,13 @@ def _truncate_bf16(x):
     return bits.view(torch.float32).to(torch.bfloat16)
 
 
-def _interpreter_range_shim():
-    """Triton 3.6's interpreter turns a loop bound held in a tensor (`range(n)` with a runtime n)
-    into an int with int() on a 1-element array, which numpy >= 2.4 refuses: take the element."""
-    from triton.runtime import interpreter
-
-    scope = getattr(interpreter, "_LangPatchScope", None)  # (another Triton: nothing to patch)
-    if scope is None:
-        return
-    set_attr = scope.set_attr
-
-    def patched(self, obj, name, value):
-        if name == "__index__":
-            value = lambda t: int(t.handle.data.reshape(-1)[0])  # noqa: E731
-        set_attr(self, obj, name, value)
-
-    scope.set_attr = patched
-
-
 def _split_checks() -> list[dict]:
     """Run in a process with TRITON_INTERPRET=1 (NaN-poisoned outputs). Each case: y and the final
     state against the fp64 loop on the same (rounded) inputs; bf16 y within 1.01x the error of
     truncating the fp64 y to bf16 (the kernel computes in fp32 and converts once; the interpreter
     truncates, a GPU rounds to nearest, which errs less); with "grad", every gradient through the
     backward kernel, and y equal to that of the forward without states."""
-    _interpreter_range_shim()
+    range_shim()
     import kernels._buffers
     from kernels.selective_scan import op
 
@@ -233,22 +206,12 @@ def _split_checks() -> list[dict]:
     return out
 
 
-@pytest.mark.skipif(not _HAS_TRITON, reason="needs Triton (its CPU interpreter); CI has none")
+@needs_triton
 def test_split_forward_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"interpreter run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+    results = run_in_interpreter(__file__)
     n_grad = sum(1 + 5 + ("noD" not in o) + ("init" in o) for *_, o in SPLIT_CASES if o.get("grad"))
     assert len(results) == 2 * len(SPLIT_CASES) + n_grad
-    bad = [c for c in results if not c["err"] <= c["tol"]]  # NaN fails too
-    assert not bad, "\n".join(f"{c['name']}: {c['err']:.3e} > {c['tol']:.1e}" for c in bad)
 
 
 if __name__ == "__main__":
-    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
-    torch.set_num_threads(1)
-    results = _split_checks()
-    for c in results:
-        print(f"{c['name']:<45} {c['err']:.3e}  (tol {c['tol']:.0e})", file=sys.stderr)
-    print(json.dumps(results))
+    interpreter_main(_split_checks)
