@@ -20,10 +20,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _interpreter import interpreter_main, needs_triton, run_in_interpreter
 
 from kernels.cross_entropy import cross_entropy, cross_entropy_ref
 from kernels.cross_entropy.reference import cross_entropy_rows_ref
-from tests._interpreter import interpreter_main, needs_triton, run_in_interpreter
 
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
 

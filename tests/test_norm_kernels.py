@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _interpreter import interpreter_main, needs_triton, run_in_interpreter
 
 from kernels.norm import gated_rms_norm, gated_rms_norm_ref, rms_norm, rms_norm_ref
-from tests._interpreter import interpreter_main, needs_triton, run_in_interpreter
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 

@@ -12,9 +12,9 @@ be chosen before Triton's `jit` wraps the kernels, so that part runs in a subpro
 from __future__ import annotations
 
 import torch
+from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
 from kernels.router import in_router_proj, in_router_proj_ref
-from tests._interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
 # (batch, seqlen, D, F, R), in_proj dtype
 CASES = [((2, 37, 80, 70, 24), "float32"), ((1, 130, 64, 33, 32), "bfloat16"), ((3, 5, 16, 16, 5), "bfloat16")]
@@ -50,8 +50,9 @@ def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch):
     """HadesMixer._projections on the fast path (the fused op; on CPU it dispatches to the
     reference, so this checks the wiring: weights, the autocast dtype) == its plain path, forward
     and backward, under bf16 autocast and without."""
+    from test_ssm_mixers import small_cfg
+
     from hades.models.mixers.hades import HadesMixer
-    from tests.test_ssm_mixers import small_cfg
 
     mixer = HadesMixer(small_cfg("hades"), 0)
     params = [mixer.in_proj.weight, mixer.h_proj.weight]

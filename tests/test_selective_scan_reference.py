@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
 from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_loop
-from tests._interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
