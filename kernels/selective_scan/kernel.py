@@ -342,9 +342,11 @@ def selective_scan_fwd_split_kernel(
 
     PAIRS: B and C are bf16, read as uint32 pairs of states and converted with one integer op per
     state (shift the low half up, mask the high half) instead of extract + shift; needs an even N
-    and even strides (the launcher checks). EVEN_C: CH % BLOCK_C == 0, no channel masks. Other
-    arguments as in `selective_scan_fwd_seq_kernel`, except A: (CH, N) fp32 pre-multiplied by
-    log2(e) (each lane reads its own states of a channel's row)."""
+    and even strides (the launcher checks). EVEN_C: CH % BLOCK_C == 0, no channel masks. NBUF:
+    tile buffers in the ring of loads (the loop below). SHFL_UD: bf16 u and delta read one token
+    per lane group and shuffled (`_split_load`). Other arguments as in
+    `selective_scan_fwd_seq_kernel`, except A: (CH, N) fp32 pre-multiplied by log2(e) (each lane
+    reads its own states of a channel's row)."""
     NS: tl.constexpr = BLOCK_N // NG
     SC: tl.constexpr = 4 if NS > 4 else NS  # states per chunk
     CW: tl.constexpr = 32 // NG  # channels per warp
