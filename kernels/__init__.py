@@ -12,7 +12,7 @@ Each op folder is split as `reference.py` (plain torch: a token-by-token loop th
 the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
 launcher of the Triton kernels) and `kernel.py` (Triton). The package's public function
 (`kernels.ssd.ssd_scan`, `kernels.selective_scan.selective_scan`) picks Triton for CUDA inputs
-when it imports, the chunked reference otherwise.
+when it imports (`_triton.triton_op`), the chunked reference otherwise.
 
 Imports point one way: `kernels` never imports `hades`.
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import causal_conv1d_ref
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: bool = True) -> Tensor:
     """y = act(bias + causal depthwise conv of x); Triton for CUDA inputs when it imports."""
     if x.is_cuda:
-        try:
-            from .op import causal_conv1d as op
-        except ImportError:
-            op = None
+        op = triton_op(__name__, "causal_conv1d")
         if op is not None:
             return op(x, weight, bias, activation)
     return causal_conv1d_ref(x, weight.reshape(x.shape[-1], -1), bias, activation)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import cross_entropy_ref
 
 
@@ -28,10 +29,7 @@ def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = -100, n_cl
     Gradient only with respect to the logits, (N, V) in their dtype. Triton for CUDA inputs when
     it imports, the reference otherwise."""
     if logits.is_cuda:
-        try:
-            from .op import cross_entropy as op
-        except ImportError:
-            op = None
+        op = triton_op(__name__, "cross_entropy")
         if op is not None:
             return op(logits, labels, ignore_index, n_classes)
     return cross_entropy_ref(logits, labels, ignore_index, n_classes)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import diversity_loss_ref
 
 
 def diversity_loss(slot_outputs: Tensor) -> Tensor:
     """Mean of (<ŷ_i, ŷ_j> - δ_ij)^2 over rows and slot pairs; Triton for CUDA inputs."""
     if slot_outputs.is_cuda and slot_outputs.dtype in (torch.float32, torch.bfloat16, torch.float16):
-        try:
-            from .op import diversity_loss as op
-        except ImportError:
-            op = None
+        op = triton_op(__name__, "diversity_loss")
         if op is not None:
             return op(slot_outputs)
     return diversity_loss_ref(slot_outputs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import gated_rms_norm_ref, rms_norm_ref
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -24,11 +25,8 @@ def _op(tensors: tuple[Tensor, ...], group_size: int):
     """kernels.norm.op when every tensor is a CUDA tensor of a Triton dtype and Triton imports."""
     if not all(t.is_cuda and t.dtype in _TRITON_DTYPES for t in tensors):
         return None
-    try:
-        from . import op
-    except ImportError:
-        return None
-    return op if group_size <= op.MAX_GROUP else None
+    op = triton_op(__name__)
+    return op if op is not None and group_size <= op.MAX_GROUP else None
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import in_router_proj_ref
 
 
 def in_router_proj(u: Tensor, w_in: Tensor, w_r: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(F.linear(u.to(dtype), w_in.to(dtype)), F.linear(u.float(), w_r.float())); Triton for CUDA fp32 u."""
     if u.is_cuda and u.dtype == torch.float32:
-        try:
-            from .op import in_router_proj as op
-        except ImportError:
-            op = None
+        op = triton_op(__name__, "in_router_proj")
         if op is not None:
             return op(u, w_in, w_r, dtype)
     return in_router_proj_ref(u, w_in, w_r, dtype)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import selective_scan_chunked, selective_scan_loop, selective_scan_step
 
 
 def _triton_op():
     """The Triton `selective_scan` from op.py, or None where it cannot be imported."""
-    try:
-        from .op import selective_scan as op
-    except ImportError:
-        return None
-    return op
+    return triton_op(__name__, "selective_scan")
 
 
 def selective_scan(

@@ -51,9 +51,10 @@ CONFIG = {
     # sm_90a). NBUF: a ring of NBUF tile buffers, tile k + NBUF - 1 loading while tile k computes.
     # shfl_ud: bf16 u and delta read one token per lane group, NG tokens per load, handed to the
     # other groups by a shuffle (not in the interpreter). "fwd_split" runs without autograd,
-    # "fwd_split_train" for the training forward (stores the states for the backward). H100 (`benchmarks.selective_scan`, ncu;
-    # docs/benchmarks.md, fourth round): without autograd BLOCK_T 16 + shfl_ud 0.267 ms (BLOCK_T 8
-    # 0.277); training forward BLOCK_T 8 0.317 ms (BLOCK_T 16 + shfl_ud: 167 registers, 0.419).
+    # "fwd_split_train" for the training forward (stores the states for the backward). H100
+    # (`benchmarks.selective_scan`, ncu; docs/benchmarks.md, fourth round): without autograd
+    # BLOCK_T 16 + shfl_ud 0.267 ms (BLOCK_T 8 0.277); training forward BLOCK_T 8 0.317 ms
+    # (BLOCK_T 16 + shfl_ud: 167 registers, 0.419).
     "fwd_split": {"BLOCK_T": 16, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2,
                   "shfl_ud": True},
     "fwd_split_train": {"BLOCK_T": 8, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2},
@@ -124,7 +125,7 @@ def _split_config(config: dict, store_states: bool) -> dict:
 
 
 def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launch):
-    """Launch `selective_scan_fwd_split_kernel` with sp = CONFIG["fwd_split"] (the rest: _forward's)."""
+    """Launch `selective_scan_fwd_split_kernel` with sp = `_split_config(...)` (the rest: _forward's)."""
     block_n = flags["BLOCK_N"]
     ng = min(sp["NG"], block_n)
     assert ng in (1, 2, 4, 8, 16, 32) and 32 % ng == 0, f"fwd_split NG must be a power of 2 <= 32, got {ng}"
@@ -136,15 +137,14 @@ def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launc
     pairs = sp.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
     launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b))(
         *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
-        NBUF=sp.get("NBUF", 2),
-        SHFL_UD=_shfl_ud(sp, args[0], args[1], ng, split_t),
+        NBUF=sp.get("NBUF", 2), SHFL_UD=_shfl_ud(sp, args[0], args[1], ng, split_t),
         **flags, num_warps=sp["num_warps"],
     )
 
 
 def _shfl_ud(sp: dict, u: Tensor, delta: Tensor, ng: int, block_t: int) -> bool:
     """Whether the split kernel reads u and delta one token per lane group and shuffles them
-    (CONFIG["fwd_split"]["shfl_ud"]): bf16 u and delta, NG > 1 dividing BLOCK_T; not in Triton's
+    (its config's "shfl_ud"): bf16 u and delta, NG > 1 dividing BLOCK_T; not in Triton's
     interpreter (inline PTX)."""
     return (sp.get("shfl_ud", False) and not _INTERPRET and ng > 1 and block_t % ng == 0
             and u.dtype == torch.bfloat16 and delta.dtype == torch.bfloat16)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import segsum, ssd_chunked, ssd_loop, ssd_step
 from .routing import routed_dt, ssd_scan_routed
 
@@ -20,11 +21,7 @@ from .routing import routed_dt, ssd_scan_routed
 def _triton_op():
     """The Triton `ssd_scan` from op.py, or None where it cannot be imported (no Triton, CPU
     machine, module not written yet)."""
-    try:
-        from .op import ssd_scan as op
-    except ImportError:
-        return None
-    return op
+    return triton_op(__name__, "ssd_scan")
 
 
 def ssd_scan(

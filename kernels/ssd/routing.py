@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._triton import triton_op
 from .reference import ssd_chunked
 
 
@@ -65,10 +66,7 @@ def ssd_scan_routed(
     Triton (fused gather + bias + softplus + cumsum) for CUDA inputs, else the plain-torch
     composition `ssd_chunked(x, routed_dt(...), ...)`."""
     if x.is_cuda:
-        try:
-            from .op import ssd_scan_routed as fused
-        except ImportError:
-            fused = None
+        fused = triton_op("kernels.ssd", "ssd_scan_routed")
         if fused is not None:
             return fused(
                 x, dt_raw, A, B, C, D, dt_bias=dt_bias, slot_ids=slot_ids, slot_bias=slot_bias,
