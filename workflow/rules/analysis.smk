@@ -6,6 +6,7 @@
 #   passkey_figure  Fig. 3  passkey heatmaps (passkey.models)            hades.analysis.passkey_figure
 #   curves          training loss / aux losses, params + throughput     hades.analysis.curves
 #   analysis_table  the spectral claims as numbers, per analysed model   hades.analysis.summary
+#   study_table     val loss vs unigram entropy, clipping, λ1·L_balance  hades.analysis.study
 #   table_html      Tables 1-2 as HTML pages for the report              hades.analysis.summary
 #   figures         results/figures/index.md: every figure of the run (the target of `rule all`)
 #
@@ -160,6 +161,32 @@ rule analysis_table:
         "../scripts/analysis_table.py"
 
 
+rule study_table:
+    input:
+        manifest=TOKENS_MANIFEST,
+        summaries=train_summaries(),
+        metrics=expand(TRAIN_METRICS, model=GRID),
+        evals=eval_jsons() if workflow.is_rule("lm_eval") else [],
+    output:
+        json=res("analysis", "study.json"),
+        csv=res("tables", "training.csv"),
+        md=res("tables", "training.md"),
+        html=report(
+            res("tables", "training.html"),
+            caption="../report/study_table.rst",
+            category="Tables",
+            labels={"table": "training and validation"},
+        ),
+    log:
+        log_path("study_table"),
+    params:
+        models=GRID,
+        labels=ANALYSIS_LABELS,
+        grad_clips={gid: CFG.experiment(gid).train.grad_clip for gid in GRID},
+    script:
+        "../scripts/study_table.py"
+
+
 rule table_html:
     input:
         res("tables", "{table}.csv"),
@@ -182,6 +209,7 @@ rule table_html:
 # rule files are included in stage order, so train and eval rules are known here).
 FIGURE_INPUTS = (
     list(rules.curves.output)
+    + list(rules.study_table.output)
     + expand(rules.spectrum.output, model=ANALYSIS_MODELS)
     + expand(rules.delta_hist.output, model=ANALYSIS_MODELS)
     + (list(rules.analysis_table.output) if ANALYSIS_MODELS else [])
