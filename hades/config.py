@@ -104,6 +104,10 @@ class TrainConfig:
     # capture each micro-batch's forward + backward as a CUDA graph (hades/train/graph.py):
     # "auto" = on a single CUDA process (falls back to eager if the capture fails), true = must
     cuda_graph: bool | str = "auto"
+    # validation loss (mean next-token CE over the first eval_windows windows of seq_len tokens of
+    # the val split, the same windows every time) every eval_every steps and at the end; 0 = off
+    eval_every: int = 0
+    eval_windows: int = 16
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ class TinyTokens:
             time.sleep(self.delay)
         return torch.stack([self.tokens[s : s + seq_len + 1] for s in torch.as_tensor(starts).tolist()])
 
+    def eval_windows(self, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
+        n = min((len(self.tokens) - 1) // seq_len, max_windows or len(self.tokens))
+        return self.windows([i * seq_len for i in range(n)], seq_len)
+
 
 def config_dict(results_dir: str | Path, grid=("tiny",), **train: Any) -> dict:
     """A minimal valid pipeline config: tiny model and run, results under results_dir."""

@@ -116,6 +116,23 @@ def test_train_outputs_and_provenance(tiny):
     )
 
 
+def test_validation_loss_is_logged_and_leaves_training_unchanged(tiny):
+    """train.eval_every: val_loss on the fixed windows every k steps and at the end, the last and
+    best in the summary; the training curve is bit-identical to a run without validation."""
+    plain, _ = tiny.config("plain", steps=10)
+    val, _ = tiny.config("val", steps=10, eval_every=4, eval_windows=3)
+    train(plain, "tiny")
+    summary = train(val, "tiny")
+    rows = metrics_rows(val, "tiny")
+    assert [r["step"] for r in rows if "val_loss" in r] == [4, 8, 10]
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert vals[-1] < vals[0], "the tiny model learns the repeating stream: validation falls"
+    assert summary["final_val_loss"] == vals[-1] and summary["best_val_loss"] == min(vals)
+    assert summary["best_val_step"] == [4, 8, 10][vals.index(min(vals))]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in metrics_rows(plain, "tiny")]
+    assert "final_val_loss" not in json.loads(open(f"{plain.results_dir}/train/tiny/summary.json").read())
+
+
 def test_gradient_accumulation_matches_full_batch(tiny):
     """micro_batch only changes how the global batch is split: same loss curve (fp32 CPU)."""
     a, _ = tiny.config("accum", steps=6, micro_batch=1)

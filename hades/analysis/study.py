@@ -9,7 +9,9 @@ A model whose validation loss is not clearly below both learned nothing beyond w
 
 Per model, from the files the pipeline wrote (never MLflow):
 - validation loss = ln(token perplexity) of the `toy_ppl` task (lm-eval's rolling log-likelihood
-  over the corpus's held-out documents; hades/eval/tasks/toy/toy_ppl.yaml), when evaluated;
+  over the corpus's held-out documents; hades/eval/tasks/toy/toy_ppl.yaml), when evaluated, and
+  the best and last values of the trainer's validation curve (train.eval_every), which show
+  where a model started to overfit;
 - training dynamics from metrics.jsonl (every step): the share of steps whose gradient norm
   exceeded train.grad_clip (clipping rescaled the whole gradient, LM part included), and the
   weighted balance loss λ1·L_balance (its median, maximum and the step of the maximum), next to
@@ -37,10 +39,13 @@ STUDY_HEADERS = {
     "final_ce": "train CE (last window)",
     "val_loss": "val loss (nats/token)",
     "val_minus_unigram": "val loss − H₁",
+    "best_val_loss": "best val loss in training",
+    "best_val_step": "at step",
+    "final_val_loss": "last val loss in training",
     "clip_frac": "steps clipped",
     "balance_median": "λ1·L_bal median",
     "balance_max": "λ1·L_bal max",
-    "balance_max_step": "at step",
+    "balance_max_step": "spike at step",
     "ce_at_balance_max": "CE at that step",
 }
 
@@ -131,6 +136,10 @@ def study(
             "params": s.get("n_params"),
             "tokens": s.get("tokens"),
             "final_ce": s.get("final_ce"),
+            # train.eval_every: the trainer's own validation curve on fixed windows
+            "best_val_loss": s.get("best_val_loss"),
+            "best_val_step": s.get("best_val_step"),
+            "final_val_loss": s.get("final_val_loss"),
             "grad_clip": grad_clip,
             **training_dynamics(_metrics(metrics[model]), grad_clip),
         }

@@ -79,7 +79,7 @@ EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: temporary failure, rerun (requeue
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # TrainConfig fields that change how a run is recorded, not what it computes: a checkpoint
 # written under other values of these is still resumed.
-BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "num_threads", "compile", "device", "cuda_graph")
+BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "num_threads", "compile", "device", "cuda_graph", "eval_every", "eval_windows")
 PREEMPTED_MARKER = "PREEMPTED"
 
 
@@ -171,6 +171,11 @@ class MetricsFile:
     def sync(self) -> None:
         self.f.flush()
         os.fsync(self.f.fileno())
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the file, restored ones included."""
+        self.f.flush()
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def close(self) -> None:
         if self.f is not None:
@@ -297,6 +302,10 @@ class _Trainer:
 
         self.data = open_dataset(self.paths.manifest, "train")
         vocab = int(self.data.vocab_size)
+        # fixed validation windows (the same every time: a curve, not a sample), on the device
+        self.val_windows = None
+        if t.eval_every > 0:
+            self.val_windows = open_dataset(self.paths.manifest, "val").eval_windows(t.seq_len, t.eval_windows).to(device)
         if self.paths.tokenizer.is_file():
             from hades.data.tokenizer import load_backend
 
@@ -539,11 +548,15 @@ class _Trainer:
             rec = {"step": k, "loss": loss_v, "ce": ce_v}
             rec.update({f"aux/{n}": float(stats[2 + j]) for j, n in enumerate(names)})
             rec.update({"lr": lr, "grad_norm": gn, "tokens": self.tokens, "tokens_per_s": t.global_batch * t.seq_len / dt, "time_s": self.train_time})
+            if self.val_windows is not None and (k % t.eval_every == 0 or k == t.steps):
+                rec["val_loss"] = self._validate()
             self._record(rec)
             if k % t.log_every == 0 or k == t.steps or k == first:
                 rate = window_steps * t.global_batch * t.seq_len / max(window_t, 1e-9)
                 eta = (t.steps - k) * window_t / window_steps
                 aux_txt = "".join(f" {n} {rec[f'aux/{n}']:.4f}" for n in names)
+                if "val_loss" in rec:
+                    aux_txt += f" | val {rec['val_loss']:.4f}"
                 log.info(
                     "%s step %d/%d | loss %.4f | ce %.4f%s | lr %.2e | grad %.3f | %s tok/s | ETA %s",
                     self.grid_id, k, t.steps, loss_v, ce_v, aux_txt, lr, gn, _fmt_rate(rate), _fmt_duration(eta),
@@ -552,6 +565,17 @@ class _Trainer:
                 self._flush_mlflow()
             if k % t.checkpoint_every == 0 or k == t.steps:
                 self._save()
+
+    @torch.no_grad()
+    def _validate(self) -> float:
+        """Mean next-token CE over the fixed validation windows (every rank computes the same
+        number on its own copy of the model: no collective needed, no DDP hooks)."""
+        t, total = self.tcfg, 0.0
+        for w in self.val_windows.split(t.micro_batch):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model(w[:, :-1])
+            total += float(next_token_ce(out, w[:, 1:].flatten(), self.exp.model.kernel)) * w.shape[0]
+        return total / self.val_windows.shape[0]
 
     def _record(self, rec: dict[str, Any]) -> None:
         if not self.info.is_main:
@@ -638,6 +662,7 @@ class _Trainer:
                 "n_params": self.n_params,
                 "final_loss": mean.get("loss"),
                 "final_ce": mean.get("ce"),
+                **self._val_summary(),
                 "final_aux": {k[4:]: v for k, v in mean.items() if k.startswith("aux/")},
                 "final_window_steps": n,
                 "train_time_s": self.train_time,
@@ -672,6 +697,16 @@ class _Trainer:
             )
         D.barrier(info)
         return summary or {}
+
+    def _val_summary(self) -> dict[str, Any]:
+        """The last and the lowest validation loss of the run (from metrics.jsonl, resumes included)."""
+        if self.val_windows is None:
+            return {}
+        vals = [(r["val_loss"], r["step"]) for r in self.metrics.records() if "val_loss" in r]
+        if not vals:
+            return {}
+        best = min(vals)
+        return {"final_val_loss": vals[-1][0], "best_val_loss": best[0], "best_val_step": best[1]}
 
     def _export(self) -> None:
         """results/checkpoints/{model}/final/: a Hugging Face directory (config.json,
