@@ -207,17 +207,15 @@ def check_model_matches(model, expected, where: str) -> None:
 def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | None = None, expected=None):
     """(model, tokenizer, provenance) from an HF checkpoint dir (results/checkpoints/{model}/final).
 
-    Weights load from safetensors only (a pickled checkpoint is refused). `expected` (a
-    ModelConfig) must match the checkpoint's architecture.
+    Weights load from safetensors only (a pickled checkpoint is refused), strictly
+    (hades.models.load_pretrained: a missing, extra or misshapen tensor is refused). `expected`
+    (a ModelConfig) must match the checkpoint's architecture.
     """
-    from hades.models import HadesForCausalLM
+    from hades.models import load_pretrained
 
     ckpt = Path(checkpoint_dir)
-    weights = ckpt / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt}: no model.safetensors (only safetensors checkpoints are loaded)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = HadesForCausalLM.from_pretrained(ckpt, use_safetensors=True).to(device)
+    model = load_pretrained(ckpt).to(device)
     if expected is not None:
         check_model_matches(model, expected, f"checkpoint {ckpt}")
     tokenizer = load_tokenizer_for(ckpt)
