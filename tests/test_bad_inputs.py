@@ -60,6 +60,45 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+def _with_duplicate_seed(tmp_path: Path) -> tuple[Path, int]:
+    """config/config.yaml with a second top-level `seed:` appended; (file, its line)."""
+    text = (REPO / "config" / "config.yaml").read_text()
+    lines = [f"results_dir: {tmp_path / 'results'}" if ln.startswith("results_dir:") else ln
+             for ln in text.splitlines()] + ["seed: 7"]
+    path = tmp_path / "dup.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, len(lines)
+
+
+def test_duplicate_yaml_key_names_the_file_and_line(tmp_path):
+    cfg, line = _with_duplicate_seed(tmp_path)
+    _fails_with_one_line(_hades("train", "--config", str(cfg), "--model", "mamba2"),
+                         f"{cfg}: line {line}, column 1", "duplicate key 'seed'")
+    assert not (tmp_path / "results").exists()
+
+
+def test_duplicate_yaml_key_stops_the_dry_run(tmp_path):
+    """Snakemake parses --configfile itself (a duplicate silently keeps the last); the workflow
+    re-reads the file with the config's loader."""
+    cfg, line = _with_duplicate_seed(tmp_path)
+    _fails_with_one_line(_snakemake_n(cfg), f"{cfg}: line {line}", "duplicate key 'seed'")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_results_dir_is_refused(tmp_path, value):
+    cfg = _config(tmp_path, "c.yaml", lambda raw: raw.update(results_dir=value))
+    _fails_with_one_line(_hades("train", "--config", str(cfg), "--model", "mamba2"),
+                         str(cfg), "results_dir:", "is empty")
+
+
+def test_tiny_bpe_vocabulary_is_refused(tmp_path):
+    cfg = _config(tmp_path, "c.yaml", lambda raw: raw["tokenizer"].update(vocab_size=5))
+    _fails_with_one_line(_hades("train", "--config", str(cfg), "--model", "mamba2"),
+                         str(cfg), "tokenizer.vocab_size: 5 is too small", "at least 258")
+    assert not (tmp_path / "results").exists()
+
+
 def test_unknown_key_is_named(tmp_path):
     cfg = _config(tmp_path, "typo.yaml", lambda raw: raw["train"].update(chekpoint_every=5))
     _fails_with_one_line(_hades("train", "--config", str(cfg), "--model", "mamba2"),
