@@ -130,6 +130,13 @@ def test_passkey_length_beyond_max_length_stops_the_dry_run(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_misspelt_online_task_stops_the_dry_run(tmp_path):
+    """An online task name lm-eval does not define failed only in rule lm_eval, after training."""
+    cfg = _config(tmp_path, "c.yaml", lambda raw: raw["eval"].update(tasks=["toy_ppl", "arc_easyy"], offline=False))
+    _fails_with_one_line(_snakemake_n(cfg), str(cfg), "eval.tasks: 'arc_easyy' is neither", "did you mean arc_easy")
+    assert not (tmp_path / "results").exists()
+
+
 # -- rule lm_eval's unit of work (no CLI): evaluate_checkpoint ---------------------------------
 
 

@@ -17,8 +17,10 @@ overrides the stock one and its metrics keep their usual names.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,56 @@ def check_tasks(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bo
                 if task in OFFLINE_TASKS else
                 f"lm-eval task {task!r} has no offline definition; offline tasks: "
                 f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))} (or set eval.offline: false)"
+            )
+
+
+def _declared_stock_names(names: Iterable[str], tasks_dir: Path) -> set[str]:
+    """Those of `names` that one of lm-eval's task YAMLs declares on a line of its own (`task:`,
+    `group:` or `tag:`). Files whose path holds a name are read first and the scan stops once
+    all are found: a few files for the usual tasks (the stock layout names a task's dir or file
+    after it), all ~14k (seconds) only for a name declared nowhere. It misses a few hundred
+    names (tags given as lists, Python-defined tasks), which the caller looks up in lm-eval's
+    own index (TaskManager, ~20 s) before refusing them."""
+    left = set(names)
+    paths = sorted(tasks_dir.rglob("*.yaml"), key=lambda p: not any(n in str(p) for n in left))
+    for path in paths:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for name in [n for n in left if n in text]:
+            line = rf"""^["']?(?:task|group|tag)["']?:\s*["']?{re.escape(name)}["']?\s*(?:#.*)?$"""
+            if re.search(line, text, re.M):
+                left.discard(name)
+        if not left:
+            break
+    return set(names) - left
+
+
+def check_stock_task_names(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bool) -> None:
+    """Raise EvalTaskError for a task that would run from lm-eval's stock definitions (online,
+    no local data, not a project task) but that lm-eval does not define: otherwise the typo
+    fails only in rule lm_eval, after training. Offline runs never look up stock tasks
+    (check_tasks refuses them). Without lm-eval in this environment (Snakemake run from
+    another env than the eval stage's) nothing is checked and lm-eval reports it later."""
+    import importlib.util
+
+    local = set(local_tasks)
+    stock = [t for t in tasks if t not in PROJECT_TASKS and t not in local]
+    spec = importlib.util.find_spec("lm_eval")  # locates the package without importing it
+    if offline or not stock or spec is None or not spec.submodule_search_locations:
+        return
+    tasks_dir = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    declared = _declared_stock_names(stock, tasks_dir)
+    unknown = [t for t in stock if t not in declared]
+    if unknown:
+        from lm_eval.tasks import TaskManager
+
+        index = set(TaskManager().all_tasks)
+        unknown = [t for t in unknown if t not in index]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(index | set(PROJECT_TASKS)), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise EvalTaskError(
+                f"eval.tasks: {unknown[0]!r} is neither an lm-eval task, group or tag nor a project task "
+                f"({', '.join(PROJECT_TASKS)}){hint}"
             )
 
 
