@@ -183,3 +183,56 @@ def test_offline_task_without_local_data(tmp_path, small_tok):
     ckpt = save_checkpoint(tiny_model(len(small_tok)), small_tok, tmp_path, "m")
     _eval_refused(ckpt, ["piqa"], {}, tmp_path / "eval" / "m" / "lm_eval.json",
                   "'piqa' requested offline", "eval.local_data.piqa", "hades prepare-eval-data piqa")
+
+
+# -- undecodable or malformed data files: the message names the file and the line --------------
+
+
+def _not_utf8(path: Path, good_lines: list[str]) -> Path:
+    """good_lines, then a Latin-1 line ("café" with é as the byte 0xe9), as path: line len(good_lines) + 1."""
+    path.write_bytes(("\n".join(good_lines) + "\n").encode() + b"caf\xe9 au lait\n")
+    return path
+
+
+def test_non_utf8_corpus_file_names_the_file_and_line(tmp_path):
+    from hades.data.corpus import build_corpus
+    from hades.data.io import DataError
+
+    text = _not_utf8(tmp_path / "corpus.txt", ["First paragraph.", "", "Second one."])
+    data = {"source": "text_files", "text_files": [str(text)], "val_docs": 1, "num_shards": 1}
+    with pytest.raises(DataError) as e:
+        build_corpus(data, tmp_path / "corpus", seed=0)
+    assert str(e.value).startswith(f"data.text_files: {text}: line 4, column 4: not UTF-8 (byte 0xe9)"), e.value
+    assert not (tmp_path / "corpus").exists() or not any((tmp_path / "corpus").iterdir())
+
+
+def test_malformed_or_non_utf8_jsonl_line_names_the_file_and_line(tmp_path):
+    from hades.data.io import DataError, iter_jsonl
+
+    bad = tmp_path / "val.jsonl"
+    bad.write_text('{"text": "a"}\n\n{"text": "b"\n')
+    with pytest.raises(DataError, match=rf"^{bad}: line 3: not JSON"):
+        list(iter_jsonl(bad, "text"))
+    bad.write_text('{"text": "a"}\n{"txt": "b"}\n')
+    with pytest.raises(DataError, match=rf"^{bad}: line 2: not a JSON object with a 'text' field"):
+        list(iter_jsonl(bad, "text"))
+    _not_utf8(bad, ['{"text": "a"}'] * 3000)  # past the first read buffer
+    with pytest.raises(DataError, match=rf"^{bad}: line 3001, column 4: not UTF-8"):
+        list(iter_jsonl(bad, "text"))
+
+
+def test_prepare_eval_data_names_the_non_utf8_file_and_line(tmp_path):
+    src = _not_utf8(tmp_path / "piqa.jsonl", [json.dumps({"goal": "g", "sol1": "a", "sol2": "b", "label": 0})])
+    _fails_with_one_line(_hades("prepare-eval-data", "piqa", str(src), str(tmp_path / "out")),
+                         f"piqa: {src}: line 2, column 4: not UTF-8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_local_eval_data_line_names_the_file(tmp_path, small_tok):
+    from _eval_support import save_checkpoint, tiny_model
+
+    ckpt = save_checkpoint(tiny_model(len(small_tok)), small_tok, tmp_path, "m")
+    cloze = tmp_path / "cloze.jsonl"
+    cloze.write_text(json.dumps({"context": "w1 w2", "continuation": " w3"}) + "\n{not json}\n")
+    _eval_refused(ckpt, ["toy_cloze"], {"toy_cloze": str(cloze)}, tmp_path / "eval" / "m" / "lm_eval.json",
+                  "project task 'toy_cloze'", f"{cloze}: line 2: not JSON")

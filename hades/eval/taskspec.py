@@ -27,6 +27,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from hades.data.io import DataError, iter_jsonl
+
 from .prepare import EVAL_SPLIT, PREPARED_META, prepared_file
 
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -89,15 +91,21 @@ def _render(template: Path, out: Path, **values: str) -> None:
 def _annotate_token_counts(src: Path, dst: Path, token_count: Callable[[str], int]) -> int:
     """Copy a {"text"} jsonl adding "n_tokens" (for token perplexity); returns the doc count."""
     n = 0
-    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
-        for line in fin:
-            if not line.strip():
-                continue
-            doc = json.loads(line)
+    with open(dst, "w", encoding="utf-8") as fout:
+        for doc in iter_jsonl(src):
             doc["n_tokens"] = token_count(doc["text"])
             fout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def _check_jsonl(path: Path, task: str) -> int:
+    """The record count of a project task's data file, read once here because lm-eval's loader
+    (datasets) reports a bad line without the file; a DataError becomes an EvalTaskError."""
+    try:
+        return sum(1 for _ in iter_jsonl(path))
+    except DataError as e:
+        raise EvalTaskError(f"project task {task!r}: {e}") from None
 
 
 def check_tasks(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bool) -> None:
@@ -201,6 +209,7 @@ def render_tasks(
                     f"project task {task!r}: data file {str(src) or '<unset>'} does not exist "
                     f"(written by the data stage as {PROJECT_TASKS[task]}; or set eval.local_data.{task})"
                 )
+            _check_jsonl(src, task)
             data_file = src
             if task == "toy_ppl" and token_count is not None:
                 (run_dir / "data").mkdir(parents=True, exist_ok=True)
