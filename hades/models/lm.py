@@ -312,10 +312,10 @@ def check_weights_match(model: nn.Module, weights: str | Path, where: str | Path
     `model`'s state_dict: no key missing, none extra, every shape equal.
 
     Reads only the file's header. `model` may live on the meta device (its shapes are all that
-    is compared). Neither HF's from_pretrained nor a non-strict load would stop here: a missing
-    tensor stays uninitialised memory, and the evaluation then writes NaN perplexities and
-    chance accuracies with exit status 0. Tied embeddings are no special case: the head then
-    reuses `embed.weight` and there is no `lm_head` parameter, saved or expected.
+    is compared). HF's from_pretrained only reports these: a missing tensor stays uninitialised
+    memory, and the evaluation then writes NaN perplexities and chance accuracies with exit
+    status 0. Tied embeddings are no special case: the head then reuses `embed.weight` and
+    there is no `lm_head` parameter, saved or expected.
     """
     from safetensors import safe_open
 
@@ -340,10 +340,10 @@ def check_weights_match(model: nn.Module, weights: str | Path, where: str | Path
         )
 
 
-def load_pretrained(checkpoint_dir: str | Path, fix: str = EXPORT_FIX, **kwargs) -> HadesForCausalLM:
+def load_pretrained(checkpoint_dir: str | Path) -> HadesForCausalLM:
     """`HadesForCausalLM.from_pretrained` of an exported checkpoint dir, strictly: the weights
     must match config.json exactly (check_weights_match), so a damaged export is refused
-    instead of evaluated. kwargs go to from_pretrained. Every loader of a trained model uses this.
+    instead of evaluated. Every loader of a trained model uses this.
     """
     ckpt = Path(checkpoint_dir)
     weights = ckpt / "model.safetensors"
@@ -352,14 +352,12 @@ def load_pretrained(checkpoint_dir: str | Path, fix: str = EXPORT_FIX, **kwargs)
     config = HadesConfig.from_pretrained(ckpt)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         skeleton = HadesForCausalLM(config)
-    check_weights_match(skeleton, weights, ckpt, fix)
-    model, info = HadesForCausalLM.from_pretrained(
-        ckpt, config=config, use_safetensors=True, output_loading_info=True, **kwargs
-    )
+    check_weights_match(skeleton, weights, ckpt)
+    model, info = HadesForCausalLM.from_pretrained(ckpt, config=config, use_safetensors=True, output_loading_info=True)
     # HF's own report, in case its loading (key renames, ignore lists) disagrees with the header
     left = {k: v for k, v in info.items() if v}
     if left:
-        raise CheckpointMismatchError(f"checkpoint {ckpt}: from_pretrained reports {left}. {fix}")
+        raise CheckpointMismatchError(f"checkpoint {ckpt}: from_pretrained reports {left}; {EXPORT_FIX}")
     return model
 
 
