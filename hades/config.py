@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,53 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# a byte-level BPE starts from the 256 byte tokens plus <|endoftext|> (hades.data.tokenizer);
+# below one merge more it is no BPE at all, and tokenizers' trainer would drop bytes instead
+BPE_MIN_VOCAB = 258
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error:
+    safe_load keeps the last one silently, so a second `train:` block would replace the first."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat keys on purpose
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):  # construct_mapping reports it
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path, source: str | None = None) -> Any:
+    """Parse a config file; a YAML error or a duplicate key is a ConfigError naming the file,
+    line and column."""
+    source = source or str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{source}: no such config file") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}:{where}: malformed YAML: {what}") from e
+
+
 def _schema() -> dict:
     with open(SCHEMA_PATH) as f:
         return yaml.safe_load(f)
@@ -236,6 +283,24 @@ def check_model(m: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where}.dt_min: {m.dt_min} > dt_max {m.dt_max}")
 
 
+def check_top_level(raw: Mapping[str, Any], source: str) -> None:
+    """Semantic checks of the sections outside the experiments; messages name file and key."""
+    if "results_dir" in raw and not raw["results_dir"].strip():
+        raise ConfigError(
+            f"{source}: results_dir: {raw['results_dir']!r} is empty (every output would go under /); "
+            "name a directory, or drop the key for the default `results`"
+        )
+    tok = raw["tokenizer"]
+    if tok["kind"] == "train_bpe":
+        if "vocab_size" not in tok:
+            raise ConfigError(f"{source}: tokenizer.vocab_size: required for kind train_bpe")
+        if tok["vocab_size"] < BPE_MIN_VOCAB:
+            raise ConfigError(
+                f"{source}: tokenizer.vocab_size: {tok['vocab_size']} is too small for a byte-level BPE, which "
+                f"holds the 256 byte tokens and <|endoftext|> before any merge: at least {BPE_MIN_VOCAB}"
+            )
+
+
 def load_config(src: str | Path | Mapping[str, Any], source: str | None = None) -> Config:
     """Load, validate and resolve a pipeline config.
 
@@ -243,20 +308,12 @@ def load_config(src: str | Path | Mapping[str, Any], source: str | None = None) 
     """
     if isinstance(src, (str, Path)):
         source = source or str(src)
-        try:
-            with open(src) as f:
-                raw = yaml.safe_load(f)
-        except FileNotFoundError as e:
-            raise ConfigError(f"{source}: no such config file") from e
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            what = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{source}:{where}: malformed YAML: {what}") from e
+        raw = read_yaml(src, source)
     else:
         raw = dict(src)
         source = source or "<config>"
     validate(raw, source)
+    check_top_level(raw, source)
 
     model_defaults = raw.get("model", {})
     train_defaults = raw.get("train", {})

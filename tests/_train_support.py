@@ -98,7 +98,8 @@ def config_dict(results_dir: str | Path, grid=("tiny",), **train: Any) -> dict:
         "results_dir": str(results_dir),
         "tracking": {"uri": None, "experiment": "hades-test"},
         "data": {"source": "synthetic"},
-        "tokenizer": {"kind": "train_bpe", "vocab_size": 64},
+        # unused (TinyTokens stands in for the tokens), but a valid config: the smallest byte-level BPE
+        "tokenizer": {"kind": "train_bpe", "vocab_size": 258},
         "model": {"arch": TEST_ARCH, "d_model": 16, "n_layer": 2, "head_dim": 8, "d_state": 4, "chunk_size": 8},
         "train": t,
         "experiments": {g: {"label": g, "model": {}} for g in grid},

@@ -203,6 +203,25 @@ def test_tasks_that_cannot_run_give_one_line_errors(tmp_path):
     assert plan.names == ["piqa"] and plan.needs_stock_index and plan.include_dir is None
 
 
+def test_stock_task_names_are_checked_cheaply(monkeypatch):
+    """The paper's nine tasks (and a project task) are found by the line scan alone: parsing a
+    valid config never pays for lm-eval's ~20 s TaskManager index. A misspelt one is refused
+    with a suggestion, after the index confirms it is unknown; offline runs are not looked up."""
+    import lm_eval.tasks
+
+    from hades.eval.taskspec import check_stock_task_names
+
+    def no_index(*a, **kw):
+        raise AssertionError("TaskManager built for names the scan should find")
+
+    with monkeypatch.context() as m:
+        m.setattr(lm_eval.tasks, "TaskManager", no_index)
+        check_stock_task_names([*PAPER_TASKS, "toy_ppl"], {}, offline=False)
+        check_stock_task_names(["hellaswagg"], {}, offline=True)
+    with pytest.raises(EvalTaskError, match=r"eval.tasks: 'hellaswagg' is neither .* did you mean hellaswag"):
+        check_stock_task_names(["piqa", "hellaswagg"], {"piqa": "/prepared/piqa"}, offline=False)
+
+
 def test_evaluate_checkpoint_record_and_mlflow(tok, tmp_path):
     from hades.models import build_model
     from hades.tracking import metric_key, model_run_id

@@ -116,3 +116,24 @@ def test_table_columns_follow_the_paper():
     cfg = toy_cfg("results")
     columns, rows = build_table(cfg, 2, {})
     assert columns == list(PAPER_COLUMNS[2]) and len(rows) == 3 * 5
+
+
+def test_non_finite_results_are_marked_not_dashed(tmp_path):
+    """A NaN perplexity (diverged model, or a damaged checkpoint evaluated anyway) is shown as
+    NaN, marked and listed under the table, never as "–" (not measured) nor as a number; one
+    NaN accuracy makes Avg. NaN rather than missing."""
+    cfg = toy_cfg(tmp_path)
+    metrics = _paper_like(1, "hades", 0.0)
+    metrics["wikitext/word_perplexity"] = float("nan")
+    metrics["boolq/acc"] = float("nan")
+    make_tables(cfg, [_record(tmp_path, "hades", metrics)], tmp_path / "tables")
+    md = (tmp_path / "tables" / "table1.md").read_text()
+    (ours,) = [ln for ln in md.splitlines() if ln.startswith("| HADES | ours |")]
+    cells = [c.strip() for c in ours.strip("|").split("|")]
+    assert cells[2] == "NaN!" and cells[-1] == "NaN!", ours  # WikiText ppl and Avg.
+    assert "- HADES Wiki ppl = NaN!: the evaluation gave no finite number" in md, md
+    assert "results/eval/hades/lm_eval.json" in md
+    rows = list(csv.DictReader(open(tmp_path / "tables" / "table1.csv")))
+    (ours_csv,) = [r for r in rows if r["model"] == "hades" and r["row"] == "ours"]
+    assert ours_csv["wikitext/word_perplexity"] == "nan" and ours_csv[AVG_KEY] == "nan"
+    assert "NaN!" in (tmp_path / "tables" / "table1.tex").read_text()

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 
 def load_checkpoint(ckpt_dir: str | Path) -> nn.Module:
-    """A trained `HadesForCausalLM` from its HF directory, in eval mode, fp32, on CPU."""
-    from hades.models import HadesForCausalLM
+    """A trained `HadesForCausalLM` from its HF directory, in eval mode, fp32, on CPU; strictly
+    (hades.models.load_pretrained: a damaged export is refused, not analysed)."""
+    from hades.models import load_pretrained
 
-    model = HadesForCausalLM.from_pretrained(str(ckpt_dir)).float()
+    model = load_pretrained(ckpt_dir).float()
     return model.eval()
 
 

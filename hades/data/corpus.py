@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_open, iter_jsonl, write_json
+from .io import DataError, atomic_open, iter_jsonl, utf8_problem, write_json
 from .synthetic import GENERATOR_VERSION, SyntheticConfig, cloze_item, iter_documents
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,10 @@ def _text_file_documents(paths: Iterable[str]) -> tuple[list[str], dict]:
         path = Path(p)
         if not path.is_file():
             raise DataError(f"data.text_files: no such file: {p}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"data.text_files: {utf8_problem(path) or f'{p}: not UTF-8'}") from None
         files[p] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         docs += split_paragraph_documents(text)
     return docs, {"text_files": files}

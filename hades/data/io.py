@@ -70,13 +70,43 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def utf8_problem(path: str | Path) -> str | None:
+    """Where `path` stops being UTF-8 ("<path>: line N, column C: not UTF-8 ..."), or None.
+
+    For the error path of a text reader: a UnicodeDecodeError names neither file nor line, and
+    its offset is relative to a read buffer. Line by line in binary is exact (no UTF-8
+    sequence contains a newline byte) and holds one line in memory."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}: line {n}, column {e.start + 1}: not UTF-8 (byte 0x{raw[e.start]:02x}); "
+                        "re-encode the file as UTF-8")
+    return None
+
+
 def iter_jsonl(path: str | Path, field: str | None = None) -> Iterator[Any]:
-    """Records of a JSONL file (or record[field]); a missing file is a one-line DataError."""
+    """Records of a JSONL file (or record[field]). A missing file, a line that is not a JSON
+    object (or lacks `field`) or bytes that are not UTF-8 are one-line DataErrors naming the
+    file and the line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file (build it with `snakemake {path}`)")
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                yield rec[field] if field else rec
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}: line {n}: not JSON ({e.msg}, column {e.colno})") from None
+                if field is None:
+                    yield rec
+                elif isinstance(rec, dict) and field in rec:
+                    yield rec[field]
+                else:
+                    raise DataError(f"{path}: line {n}: not a JSON object with a {field!r} field")
+        except UnicodeDecodeError:
+            raise DataError(utf8_problem(path) or f"{path}: not UTF-8") from None

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hades.config import BPE_MIN_VOCAB
+
 from .io import DataError, atomic_open, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int):
         trainers,
     )
 
-    assert vocab_size > 257, (
-        f"a byte-level BPE needs vocab_size > 256 bytes + EOS, got {vocab_size}"
-    )
+    if vocab_size < BPE_MIN_VOCAB:  # load_config refuses it first; this guards direct callers
+        raise DataError(
+            f"tokenizer.vocab_size: {vocab_size} is too small for a byte-level BPE (256 bytes + {EOS} "
+            f"+ at least one merge = {BPE_MIN_VOCAB})"
+        )
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

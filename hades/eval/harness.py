@@ -161,9 +161,11 @@ def extract_metrics(lm_results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def average_accuracy(metrics: Mapping[str, float]) -> float | None:
-    """PAPER.md: "Avg." = mean of the 8 accuracies; None unless all 8 are there."""
+    """PAPER.md: "Avg." = mean of the 8 accuracies; None unless all 8 are there. A non-finite
+    accuracy makes the mean non-finite (not None): a broken evaluation must show in the tables,
+    not look like a task that was not run."""
     values = [metrics.get(k) for k in ACC_METRICS]
-    if any(v is None or not math.isfinite(v) for v in values):
+    if any(v is None for v in values):
         return None
     return sum(values) / len(values)
 
@@ -207,17 +209,15 @@ def check_model_matches(model, expected, where: str) -> None:
 def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | None = None, expected=None):
     """(model, tokenizer, provenance) from an HF checkpoint dir (results/checkpoints/{model}/final).
 
-    Weights load from safetensors only (a pickled checkpoint is refused). `expected` (a
-    ModelConfig) must match the checkpoint's architecture.
+    Weights load from safetensors only (a pickled checkpoint is refused), strictly
+    (hades.models.load_pretrained: a missing, extra or misshapen tensor is refused). `expected`
+    (a ModelConfig) must match the checkpoint's architecture.
     """
-    from hades.models import HadesForCausalLM
+    from hades.models import load_pretrained
 
     ckpt = Path(checkpoint_dir)
-    weights = ckpt / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt}: no model.safetensors (only safetensors checkpoints are loaded)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = HadesForCausalLM.from_pretrained(ckpt, use_safetensors=True).to(device)
+    model = load_pretrained(ckpt).to(device)
     if expected is not None:
         check_model_matches(model, expected, f"checkpoint {ckpt}")
     tokenizer = load_tokenizer_for(ckpt)
@@ -344,12 +344,16 @@ def evaluate_checkpoint(
     )
     elapsed = time.time() - t0
     metrics = extract_metrics(results)
+    non_finite = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if non_finite:  # kept (a diverged model's perplexity is a result) but flagged here and in the tables
+        log.warning("checkpoint %s: non-finite metrics %s (a diverged or damaged model?)", checkpoint_dir, non_finite)
     import lm_eval
     import transformers
 
     record = {
         "model": grid_id or Path(checkpoint_dir).parent.name,
         "metrics": metrics,
+        "non_finite_metrics": non_finite,
         "settings": {
             "tasks": list(tasks),
             "max_length": max_length,

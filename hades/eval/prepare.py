@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from hades.data.io import utf8_problem
+
 # The split each stock lm-eval task evaluates (its test_split, else its validation_split).
 EVAL_SPLIT = {
     "wikitext": "test",
@@ -419,7 +421,11 @@ def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
         raise PrepareError(f"{task}: source {src} does not exist")
     if dst.exists() and (not dst.is_dir() or (any(dst.iterdir()) and not (dst / PREPARED_META).is_file())):
         raise PrepareError(f"{task}: destination {dst} exists and is not a prepared eval-data dir; refusing to overwrite it")
-    layout, records = CONVERTERS[task](task, src)
+    try:
+        layout, records = CONVERTERS[task](task, src)
+    except UnicodeDecodeError:  # the readers' bare error names neither file nor line
+        bad = next(filter(None, map(utf8_problem, source_files(task, src))), f"{src}: not UTF-8")
+        raise PrepareError(f"{task}: {bad}") from None
     meta = {
         "task": task,
         "split": EVAL_SPLIT[task],

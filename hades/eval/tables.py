@@ -5,7 +5,9 @@ model gets three rows: ours, the paper's, and the difference (ours - paper). Acc
 percent as in the paper, perplexities as they are. "Avg." is the mean of the 8 accuracies
 (hades.eval.harness.average_accuracy), shown only when all 8 exist. A metric that a run does not
 have (the default study runs the project tasks, not the paper's) is "–"; the project tasks'
-metrics get their own columns, after the paper's.
+metrics get their own columns, after the paper's. A NaN or infinite result is printed as such,
+marked "NaN!" (the Markdown lists each under the table; the CSV holds "nan"): it is a result
+(a diverged model) or a fault (a damaged checkpoint), and must not pass for "not measured".
 
 The paper's own "Avg." is printed as is, although two rows of its Table 1 do not match the mean
 of their printed accuracies: DeltaNet 41.96 (mean 41.33) and Mamba 39.73 (mean 39.47); the
@@ -70,6 +72,9 @@ def paper_avg_mismatches(table: int, tol: float = 0.01) -> dict[str, tuple[float
 _LABELS = {f"{t}/{m}": label for t, m, label in PAPER_METRICS + TOY_METRICS}
 _LABELS[AVG_KEY] = "Avg"
 DASH = "–"
+# marks a NaN or infinite result (a diverged model, or a damaged checkpoint); the Markdown
+# table lists each under it
+NON_FINITE_MARK = "!"
 
 
 def paper_row(table: int, paper_key: str | None) -> dict[str, float]:
@@ -122,9 +127,17 @@ def build_table(cfg, table: int, results: Mapping[str, Mapping[str, float]]) -> 
 
 
 def _fmt(value: float | None, delta: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None:
         return DASH
+    if not math.isfinite(value):  # measured, but no number: never shown as "not measured"
+        return ("NaN" if math.isnan(value) else f"{value:+}") + NON_FINITE_MARK
     return f"{value:+.2f}" if delta else f"{value:.2f}"
+
+
+def non_finite_cells(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, float]]:
+    """(model, column, value) of our results that are NaN or infinite."""
+    return [(r["model"], c, r[c]) for r in rows if r["row"] == "ours"
+            for c in columns if r[c] is not None and not math.isfinite(r[c])]
 
 
 def _cells(columns: Sequence[str], row: Mapping[str, Any]) -> list[str]:
@@ -137,7 +150,8 @@ _ROW_NAME = {"ours": "ours", "paper": "paper", "delta": "Δ"}
 def to_markdown(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     head = ["Model", ""] + [_LABELS[c] for c in columns]
     lines = [
-        f"Table {table}: ours vs the paper (Δ = ours - paper; accuracies in %, {DASH} = not measured)",
+        f"Table {table}: ours vs the paper (Δ = ours - paper; accuracies in %, {DASH} = not measured, "
+        f"{NON_FINITE_MARK} = not finite)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * len(columns)) + "|",
@@ -152,6 +166,11 @@ def to_markdown(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, 
         f"{mean:.2f}; Δ Avg. is against the printed value."
         for gid, key in keys.items()
         for mk, (printed, mean) in paper_avg_mismatches(table).items() if mk == key
+    ]
+    notes += [
+        f"- {shown[gid]} {_LABELS[c]} = {_fmt(v)}: the evaluation gave no finite number (a diverged model or a "
+        f"damaged checkpoint); see results/eval/{gid}/lm_eval.json"
+        for gid, c, v in non_finite_cells(columns, rows) if c != AVG_KEY
     ]
     if notes:
         lines += ["", *notes]

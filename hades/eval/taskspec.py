@@ -17,13 +17,17 @@ overrides the stock one and its metrics keep their usual names.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
+
+from hades.data.io import DataError, iter_jsonl
 
 from .prepare import EVAL_SPLIT, PREPARED_META, prepared_file
 
@@ -87,15 +91,21 @@ def _render(template: Path, out: Path, **values: str) -> None:
 def _annotate_token_counts(src: Path, dst: Path, token_count: Callable[[str], int]) -> int:
     """Copy a {"text"} jsonl adding "n_tokens" (for token perplexity); returns the doc count."""
     n = 0
-    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
-        for line in fin:
-            if not line.strip():
-                continue
-            doc = json.loads(line)
+    with open(dst, "w", encoding="utf-8") as fout:
+        for doc in iter_jsonl(src):
             doc["n_tokens"] = token_count(doc["text"])
             fout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def _check_jsonl(path: Path, task: str) -> int:
+    """The record count of a project task's data file, read once here because lm-eval's loader
+    (datasets) reports a bad line without the file; a DataError becomes an EvalTaskError."""
+    try:
+        return sum(1 for _ in iter_jsonl(path))
+    except DataError as e:
+        raise EvalTaskError(f"project task {task!r}: {e}") from None
 
 
 def check_tasks(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bool) -> None:
@@ -119,6 +129,56 @@ def check_tasks(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bo
                 if task in OFFLINE_TASKS else
                 f"lm-eval task {task!r} has no offline definition; offline tasks: "
                 f"{', '.join(OFFLINE_TASKS + tuple(PROJECT_TASKS))} (or set eval.offline: false)"
+            )
+
+
+def _declared_stock_names(names: Iterable[str], tasks_dir: Path) -> set[str]:
+    """Those of `names` that one of lm-eval's task YAMLs declares on a line of its own (`task:`,
+    `group:` or `tag:`). Files whose path holds a name are read first and the scan stops once
+    all are found: a few files for the usual tasks (the stock layout names a task's dir or file
+    after it), all ~14k (seconds) only for a name declared nowhere. It misses a few hundred
+    names (tags given as lists, Python-defined tasks), which the caller looks up in lm-eval's
+    own index (TaskManager, ~20 s) before refusing them."""
+    left = set(names)
+    paths = sorted(tasks_dir.rglob("*.yaml"), key=lambda p: not any(n in str(p) for n in left))
+    for path in paths:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for name in [n for n in left if n in text]:
+            line = rf"""^["']?(?:task|group|tag)["']?:\s*["']?{re.escape(name)}["']?\s*(?:#.*)?$"""
+            if re.search(line, text, re.M):
+                left.discard(name)
+        if not left:
+            break
+    return set(names) - left
+
+
+def check_stock_task_names(tasks: Sequence[str], local_tasks: Iterable[str], *, offline: bool) -> None:
+    """Raise EvalTaskError for a task that would run from lm-eval's stock definitions (online,
+    no local data, not a project task) but that lm-eval does not define: otherwise the typo
+    fails only in rule lm_eval, after training. Offline runs never look up stock tasks
+    (check_tasks refuses them). Without lm-eval in this environment (Snakemake run from
+    another env than the eval stage's) nothing is checked and lm-eval reports it later."""
+    import importlib.util
+
+    local = set(local_tasks)
+    stock = [t for t in tasks if t not in PROJECT_TASKS and t not in local]
+    spec = importlib.util.find_spec("lm_eval")  # locates the package without importing it
+    if offline or not stock or spec is None or not spec.submodule_search_locations:
+        return
+    tasks_dir = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    declared = _declared_stock_names(stock, tasks_dir)
+    unknown = [t for t in stock if t not in declared]
+    if unknown:
+        from lm_eval.tasks import TaskManager
+
+        index = set(TaskManager().all_tasks)
+        unknown = [t for t in unknown if t not in index]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(index | set(PROJECT_TASKS)), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise EvalTaskError(
+                f"eval.tasks: {unknown[0]!r} is neither an lm-eval task, group or tag nor a project task "
+                f"({', '.join(PROJECT_TASKS)}){hint}"
             )
 
 
@@ -149,6 +209,7 @@ def render_tasks(
                     f"project task {task!r}: data file {str(src) or '<unset>'} does not exist "
                     f"(written by the data stage as {PROJECT_TASKS[task]}; or set eval.local_data.{task})"
                 )
+            _check_jsonl(src, task)
             data_file = src
             if task == "toy_ppl" and token_count is not None:
                 (run_dir / "data").mkdir(parents=True, exist_ok=True)

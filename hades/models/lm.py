@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -288,6 +289,76 @@ class HadesForCausalLM(PreTrainedModel):
 def _stop(criteria, ids: Tensor) -> bool:
     res = criteria(ids, None)
     return bool(res.all()) if isinstance(res, Tensor) else bool(res)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose weights file does not hold exactly the tensors its config.json
+    describes. One line naming the directory, the first offending keys and the fix."""
+
+
+# what to do about a damaged or stale export (results/checkpoints/{model}/final/)
+EXPORT_FIX = ("the export is damaged or stale (its config.json and weights disagree): delete the directory "
+              "and re-export it with `snakemake --forcerun train` (it resumes from the last step_* checkpoint)")
+
+
+def _shown(keys, n: int = 4) -> str:
+    keys = sorted(keys)
+    more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_weights_match(model: nn.Module, weights: str | Path, where: str | Path, fix: str = EXPORT_FIX) -> None:
+    """Raise CheckpointMismatchError unless the safetensors file `weights` holds exactly
+    `model`'s state_dict: no key missing, none extra, every shape equal.
+
+    Reads only the file's header. `model` may live on the meta device (its shapes are all that
+    is compared). HF's from_pretrained only reports these: a missing tensor stays uninitialised
+    memory, and the evaluation then writes NaN perplexities and chance accuracies with exit
+    status 0. Tied embeddings are no special case: the head then reuses `embed.weight` and
+    there is no `lm_head` parameter, saved or expected.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = wanted.keys() - stored.keys()
+    unexpected = stored.keys() - wanted.keys()
+    mismatched = sorted(k for k in wanted.keys() & stored.keys() if wanted[k] != stored[k])
+    problems = []
+    if missing:
+        problems.append(f"missing {_shown(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_shown(unexpected)}")
+    if mismatched:
+        shapes = ", ".join(f"{k} {list(stored[k])} (model: {list(wanted[k])})" for k in mismatched[:4])
+        more = f", ... ({len(mismatched)} in all)" if len(mismatched) > 4 else ""
+        problems.append(f"shape mismatch {shapes}{more}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"checkpoint {where}: {Path(weights).name} does not match the model ({'; '.join(problems)}); {fix}"
+        )
+
+
+def load_pretrained(checkpoint_dir: str | Path) -> HadesForCausalLM:
+    """`HadesForCausalLM.from_pretrained` of an exported checkpoint dir, strictly: the weights
+    must match config.json exactly (check_weights_match), so a damaged export is refused
+    instead of evaluated. Every loader of a trained model uses this.
+    """
+    ckpt = Path(checkpoint_dir)
+    weights = ckpt / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt}: no model.safetensors (only safetensors checkpoints are loaded)")
+    config = HadesConfig.from_pretrained(ckpt)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        skeleton = HadesForCausalLM(config)
+    check_weights_match(skeleton, weights, ckpt)
+    model, info = HadesForCausalLM.from_pretrained(ckpt, config=config, use_safetensors=True, output_loading_info=True)
+    # HF's own report, in case its loading (key renames, ignore lists) disagrees with the header
+    left = {k: v for k, v in info.items() if v}
+    if left:
+        raise CheckpointMismatchError(f"checkpoint {ckpt}: from_pretrained reports {left}; {EXPORT_FIX}")
+    return model
 
 
 def build_model(cfg: ModelConfig, vocab_size: int | None = None) -> HadesForCausalLM:

@@ -260,9 +260,19 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
 
 
 def load_weights(ckpt: LoadedCheckpoint, model: nn.Module, device: Any = "cpu") -> None:
-    """Load the safetensors weights into `model` (strict: every key must match)."""
-    missing, unexpected = load_model(model, str(ckpt.model_file), strict=True, device=str(device))
-    assert not missing and not unexpected, f"{ckpt.model_file}: missing {missing}, unexpected {unexpected}"
+    """Load the safetensors weights into `model`, strictly: a missing, extra or misshapen tensor
+    is a CheckpointError naming the checkpoint (its checksums verified, so the model code
+    changed since it was written)."""
+    from hades.models import CheckpointMismatchError
+    from hades.models.lm import check_weights_match
+
+    try:
+        check_weights_match(model, ckpt.model_file, ckpt.path, fix=(
+            f"it was written by other model code: move {ckpt.path.parent}/step_* aside to train "
+            "from scratch, or check out the commit that wrote it"))
+    except CheckpointMismatchError as e:
+        raise CheckpointError(str(e)) from None
+    load_model(model, str(ckpt.model_file), strict=True, device=str(device))
 
 
 def latest_good(

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import sys
 
-from hades.config import ConfigError, config_hash, load_config
+from hades.config import ConfigError, config_hash, load_config, read_yaml
 from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
 
 
@@ -41,6 +41,10 @@ def _config_sources():
 
 CONFIG_SOURCE = _config_sources()
 try:
+    # Snakemake parsed the files already, keeping the last of a duplicated key silently; read
+    # them again with the config's own loader, which refuses a duplicate naming file and line
+    for _f in workflow.configfiles:
+        read_yaml(_f)
     CFG = load_config(config, source=CONFIG_SOURCE)
 except ConfigError as e:
     config_problem(

@@ -14,7 +14,12 @@
 
 # stdlib-only imports: parsing stays fast (no torch)
 from hades.eval.prepare import PAPER_TASKS, source_files
-from hades.eval.taskspec import PROJECT_TASKS, EvalTaskError, check_tasks
+from hades.eval.taskspec import (
+    PROJECT_TASKS,
+    EvalTaskError,
+    check_stock_task_names,
+    check_tasks,
+)
 
 EVAL_TASKS = list(CFG.eval.get("tasks", []))
 EVAL_SOURCES = dict(CFG.eval.get("sources") or {})
@@ -22,6 +27,13 @@ EVAL_LOCAL = dict(CFG.eval.get("local_data") or {})
 # an offline task without local data fails here, when the config is parsed, not after training
 try:
     check_tasks(
+        EVAL_TASKS,
+        set(EVAL_LOCAL) | set(EVAL_SOURCES),
+        offline=bool(CFG.eval.get("offline")),
+    )
+    # a misspelt online task, too: reads a few of lm-eval's task files, and builds its index
+    # (~20 s, imports lm-eval) only for a name no task file declares (hades.eval.taskspec)
+    check_stock_task_names(
         EVAL_TASKS,
         set(EVAL_LOCAL) | set(EVAL_SOURCES),
         offline=bool(CFG.eval.get("offline")),

@@ -19,6 +19,7 @@ try:
 
     from hades.eval.harness import evaluate_checkpoint
     from hades.eval.taskspec import EvalTaskError, default_local_data
+    from hades.models import CheckpointMismatchError
 
     torch.set_num_threads(max(1, sm.threads))
     ev = cfg.eval
@@ -34,7 +35,7 @@ try:
             cfg=cfg,
             grid_id=sm.wildcards.model,
         )
-    except (EvalTaskError, ConfigError) as e:
+    except (EvalTaskError, ConfigError, CheckpointMismatchError) as e:
         logging.error("rule lm_eval: %s", e)
         sys.exit(f"error: lm_eval {sm.wildcards.model}: {e}")
 except Exception:

@@ -13,13 +13,14 @@ try:
     import torch
 
     from hades.eval.passkey import PasskeyError, passkey_checkpoint
+    from hades.models import CheckpointMismatchError
 
     torch.set_num_threads(max(1, sm.threads))
     try:
         passkey_checkpoint(
             sm.input.checkpoint, load_config(sm.config), sm.wildcards.model, sm.output.csv
         )
-    except PasskeyError as e:
+    except (PasskeyError, CheckpointMismatchError) as e:
         logging.error("rule passkey: %s", e)
         sys.exit(f"error: passkey {sm.wildcards.model}: {e}")
 except Exception:
