@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from hades.data.corpus import build_corpus, read_cloze, read_texts, split_paragraph_documents
+from hades.data.corpus import (
+    build_corpus,
+    expand_text_files,
+    read_cloze,
+    read_texts,
+    split_paragraph_documents,
+)
 from hades.data.io import DataError, sha256_file
 from hades.data.shards import (
     TokenDataset,
@@ -168,6 +174,31 @@ def test_text_files_source(tmp_path):
     with pytest.raises(DataError, match="no such file") as e:
         build_corpus(missing, tmp_path / "d", seed=0)
     assert "\n" not in str(e.value)
+
+
+def test_text_files_directories_globs_and_jsonl(tmp_path):
+    """A directory contributes every .txt/.md/.jsonl below it in path order, a glob its sorted
+    matches; a .jsonl file gives one document per line's "text" (the Pile's layout), as is."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    paras = [f"Paragraph {i} " + "word " * 50 for i in range(40)]
+    (root / "b.txt").write_text("\n\n".join(paras[:20]))
+    (root / "sub" / "a.txt").write_text("\n\n".join(paras[20:]))
+    (root / "notes.csv").write_text("not,text\n")  # not a text suffix: skipped
+    pile = [{"text": f"Pile document {i}: " + "token " * 40, "meta": {"set": "x"}} for i in range(12)]
+    (root / "pile.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pile))
+    assert [p.relative_to(root).as_posix() for p in expand_text_files([str(root)])] == [
+        "b.txt", "pile.jsonl", "sub/a.txt"
+    ]
+    assert expand_text_files([str(root / "**" / "*.txt")]) == [root / "b.txt", root / "sub" / "a.txt"]
+    m = build_corpus({"source": "text_files", "text_files": [str(root)], "val_docs": 2}, tmp_path / "c", seed=0)
+    texts = [json.loads(line)["text"] for f in ("train.jsonl", "val.jsonl") for line in open(tmp_path / "c" / f)]
+    assert sum(t.startswith("Pile document") for t in texts) == 12, "each JSONL record is one document"
+    assert all(r["text"] in texts for r in pile)
+    assert set(m["text_files"]) == {str(root / "b.txt"), str(root / "pile.jsonl"), str(root / "sub" / "a.txt")}
+    for entry, msg in ((str(root / "nope"), "no such file"), (str(root / "*.tsv"), "names no"), (str(root / "sub" / "x"), "no such file")):
+        with pytest.raises(DataError, match=msg):
+            expand_text_files([entry])
 
 
 def test_hf_dataset_source_local_json(tmp_path, monkeypatch):

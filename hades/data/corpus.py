@@ -23,6 +23,7 @@ For real text the cloze item of a held-out document is its last word (the LAMBAD
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_open, iter_jsonl, utf8_problem, write_json
+from .io import DataError, atomic_open, iter_jsonl, sha256_file, utf8_problem, write_json
 from .synthetic import GENERATOR_VERSION, SyntheticConfig, cloze_item, iter_documents
 
 log = logging.getLogger(__name__)
@@ -154,16 +155,45 @@ _LAST_WORD = re.compile(r"\s(\w[\w'-]*)\W*$")
 # --- text files --------------------------------------------------------------------------------
 
 
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl")  # what a directory in data.text_files contributes
+
+
+def expand_text_files(entries: Iterable[str]) -> list[Path]:
+    """data.text_files -> the files it names, in a stable order. Each entry is a file, a
+    directory (every .txt/.md/.jsonl file below it, sorted by path) or a glob pattern (sorted
+    matches); one that names no file is a DataError naming it."""
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        elif glob.has_magic(entry):
+            found = sorted(Path(p) for p in glob.glob(entry, recursive=True) if Path(p).is_file())
+        else:
+            raise DataError(f"data.text_files: no such file: {entry}")
+        if not found:
+            raise DataError(f"data.text_files: {entry} names no {'/'.join(TEXT_SUFFIXES)} file")
+        files += found
+    return files
+
+
 def _text_file_documents(paths: Iterable[str]) -> tuple[list[str], dict]:
+    """Plain text is split into paragraph-grouped documents (split_paragraph_documents); a
+    .jsonl file holds one document per line in its "text" field (the Pile's layout)."""
     paths = list(paths)
     if not paths:
         raise DataError("data.text_files: empty list (name at least one local text file)")
     docs: list[str] = []
     files = {}
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise DataError(f"data.text_files: no such file: {p}")
+    for path in expand_text_files(paths):
+        p = str(path)
+        if path.suffix == ".jsonl":
+            texts = [t for t in iter_jsonl(path, "text") if isinstance(t, str) and t.strip()]
+            files[p] = sha256_file(path)
+            docs += texts
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:

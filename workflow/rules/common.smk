@@ -17,7 +17,8 @@ import os
 import sys
 
 from hades.config import ConfigError, config_hash, load_config, read_yaml
-from hades.data.io import sha256_file  # stdlib only: parsing stays fast (no torch)
+from hades.data.corpus import expand_text_files  # stdlib only: parsing stays fast (no torch)
+from hades.data.io import DataError, sha256_file
 
 
 def config_problem(msg):
@@ -55,10 +56,12 @@ GRID = list(CFG.experiments)
 RESULTS = CFG.results_dir.rstrip("/")
 PASSKEY_MODELS = list(CFG.passkey.get("models", []))
 # inputs the user names in the config: refused here, naming the key, not after training
+TEXT_FILES = []
 if CFG.data["source"] == "text_files":
-    for _f in CFG.data.get("text_files") or []:
-        if not os.path.isfile(_f):
-            config_problem(f"{CONFIG_SOURCE}: data.text_files: no such file: {_f}")
+    try:
+        TEXT_FILES = [str(p) for p in expand_text_files(CFG.data.get("text_files") or [])]
+    except DataError as e:
+        config_problem(f"{CONFIG_SOURCE}: {e}")
 if PASSKEY_MODELS and CFG.passkey.get("max_length") is not None:
     for _length in CFG.passkey.get("lengths", []):
         if (
@@ -195,10 +198,9 @@ def data_token_parts():
 
 
 def data_corpus_sources(wildcards):
-    """Local files the corpus reads (data.source text_files), so an edited file reruns it."""
-    if CFG.data["source"] == "text_files":
-        return list(CFG.data.get("text_files") or [])
-    return []
+    """Local files the corpus reads (data.source text_files, directories and globs expanded),
+    so an edited or added file reruns it."""
+    return TEXT_FILES
 
 
 def data_tokenizer_inputs(wildcards):
