@@ -19,9 +19,13 @@ token than Mamba's (dt_rank + 2N): d_inner * N fewer parameters per layer.
 
 p_c is parameterised as a product of N/2 real quadratics s^2 + alpha s + beta (N numbers per
 channel; every real monic polynomial of even degree is such a product). With
-`smamba_stable` alpha = exp(.), beta = exp(.) > 0, which is exactly Hurwitz stability of each
-factor, so every root of p_c -- every eigenvalue of A_c -- has negative real part by
+`smamba_stable` alpha, beta = softplus(.) + 1e-5 > 0, which is exactly Hurwitz stability of
+each factor, so every root of p_c -- every eigenvalue of A_c -- has negative real part by
 construction; without it alpha, beta are free (the paper's unconstrained coefficients). The
+floor (the size of the paper's ST-Mamba2 margin, a_i >= 0 -> -1e-5) keeps Re(lambda) < 0 also
+where softplus underflows to 0 after a huge step.
+softplus, not Mamba's exp: a large step on exp's log-value sends |lambda| ~ sqrt(beta) past
+what the eigenbasis maps (lambda^{N-1}) can hold in fp32; softplus grows linearly. The
 roots come in closed form, and the scan runs in A's eigenbasis
 (`kernels.companion_scan.companion_scan_chunked`), exact ZOH for A.
 
@@ -52,6 +56,8 @@ from ..layers import ShortConv
 from .base import Mixer, MixerOutput, State
 from .mamba import sample_dt_bias
 
+STABILITY_FLOOR = 1e-5  # alpha, beta >= this when smamba_stable (module docstring)
+
 
 class SparseMamba(Mixer):
     """SC-/SO-Mamba mixer. u: (batch, seqlen, d_model) -> (batch, seqlen, d_model)."""
@@ -69,7 +75,7 @@ class SparseMamba(Mixer):
         self.conv = ShortConv(self.d_inner, cfg.d_conv, activation=True, bias=True)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + self.d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
-        # raw (alpha, beta) of each channel's N/2 quadratic factors: log-values when stable
+        # raw (alpha, beta) of each channel's N/2 quadratic factors: softplus^{-1} when stable
         self.A_alpha = nn.Parameter(torch.empty(self.d_inner, self.d_state // 2))
         self.A_beta = nn.Parameter(torch.empty(self.d_inner, self.d_state // 2))
         self.D = nn.Parameter(torch.empty(self.d_inner))
@@ -89,8 +95,9 @@ class SparseMamba(Mixer):
         j = torch.arange(1, self.d_state // 2 + 1, dtype=torch.float64, device=self.A_alpha.device)
         alpha = 2 * torch.sin((2 * j - 1) * math.pi / (2 * self.d_state))
         beta = torch.ones_like(alpha)
-        if self.stable:
-            alpha, beta = alpha.log(), beta.log()
+        if self.stable:  # inverse of softplus + floor (sample_dt_bias's inverse softplus)
+            alpha, beta = (v - STABILITY_FLOOR for v in (alpha, beta))
+            alpha, beta = (v + torch.log(-torch.expm1(-v)) for v in (alpha, beta))
         self.A_alpha.copy_(alpha.expand(self.d_inner, -1))
         self.A_beta.copy_(beta.expand(self.d_inner, -1))
         self.D.fill_(1.0)
@@ -103,7 +110,9 @@ class SparseMamba(Mixer):
         """(alpha, beta): (d_inner, N/2) each, fp64: p_c(s) = prod_j (s^2 + alpha_j s + beta_j).
         fp64 because the Vandermonde maps of the eigenbasis amplify rounding (docs/smamba.md)."""
         alpha, beta = self.A_alpha.double(), self.A_beta.double()
-        return (alpha.exp(), beta.exp()) if self.stable else (alpha, beta)
+        if not self.stable:
+            return alpha, beta
+        return F.softplus(alpha) + STABILITY_FLOOR, F.softplus(beta) + STABILITY_FLOOR
 
     def coefficients(self) -> Tensor:
         """(d_inner, N) fp64: a_0..a_{N-1}, the free last row (controllable) of each A_c."""
