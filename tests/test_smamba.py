@@ -227,7 +227,8 @@ def test_chunked_final_state_continues_the_scan(form):
 
 def test_mixer_fp32_matches_its_fp64_self_at_init():
     """The eigenbasis maps amplify rounding by cond(V) (docs/smamba.md); at the Butterworth init
-    with the paper's N = 16 the fp32 forward stays within 1e-4 of fp64."""
+    with the paper's N = 16 the fp32 forward stays within 5e-4 of fp64 (measured ~1e-4 at the
+    toy width: docs/smamba.md)."""
     cfg = dataclasses.replace(small_cfg("smamba"), d_state=16)
     torch.manual_seed(0)
     mixer = build_mixer(cfg, 0)
@@ -235,7 +236,7 @@ def test_mixer_fp32_matches_its_fp64_self_at_init():
     with torch.no_grad():
         y32 = mixer(u).y
         y64 = mixer.double()(u.double()).y
-    assert rel_err(y32.double(), y64) <= 1e-4
+    assert rel_err(y32.double(), y64) <= 5e-4
 
 
 # -- paper scale --------------------------------------------------------------------------------
