@@ -48,16 +48,17 @@ def test_A_is_a_companion_matrix_with_N_free_parameters_per_channel(form):
     ones = torch.diag_embed(torch.ones(N - 1, dtype=A.dtype), offset=1)
     body = Ac[:, :-1, :]  # every row but the last: exactly the super-diagonal ones
     assert torch.equal(body, ones[:-1].expand(d_inner, -1, -1)), "rows 1..N-1 must be [0 .. 1 .. 0]"
-    # the last row is -a, a = the monic characteristic polynomial's coefficients
-    charpoly = torch.linalg.eigvals(A)
+    # the last row is -(a_0 .. a_{N-1}), the characteristic polynomial's coefficients: rebuild
+    # prod_k (s - lambda_k) from A's eigenvalues (highest power first) and compare
+    eig = torch.linalg.eigvals(A)
     coef = mixer.coefficients()
-    for c in range(0, d_inner, 7):
-        p = torch.tensor([1.0], dtype=torch.complex128)
-        for lam in charpoly[c]:
-            p = torch.cat([p, torch.zeros(1, dtype=p.dtype)]) - lam * torch.cat([torch.zeros(1, dtype=p.dtype), p])
-        # p holds s^N ... s^0 coefficients in increasing index = decreasing power reversed
-        assert torch.allclose(p.real.flip(0)[:-1], coef[c], rtol=1e-8, atol=1e-8)
     assert torch.allclose(Ac[:, -1, :], -coef)
+    zero = torch.zeros(1, dtype=eig.dtype)
+    for c in range(0, d_inner, 7):
+        p = torch.ones(1, dtype=eig.dtype)
+        for lam in eig[c]:
+            p = torch.cat([p, zero]) - lam * torch.cat([zero, p])
+        assert torch.allclose(p.real.flip(0)[:-1], coef[c], rtol=1e-8, atol=1e-8)
     # N free parameters per channel: the state-matrix parameters are A_alpha, A_beta, N/2 each
     a_params = {n: p for n, p in mixer.named_parameters() if n.startswith("A_")}
     assert sum(p.numel() for p in a_params.values()) == d_inner * N

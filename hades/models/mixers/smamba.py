@@ -18,16 +18,15 @@ The canonical form fixes one of Mamba's B_t, C_t to e_N, so x_proj emits N fewer
 token than Mamba's (dt_rank + 2N): d_inner * N fewer parameters per layer.
 
 p_c is parameterised as a product of N/2 real quadratics s^2 + alpha s + beta (N numbers per
-channel; every real monic polynomial of even degree is such a product). With
-`smamba_stable` alpha, beta = softplus(.) + 1e-5 > 0, which is exactly Hurwitz stability of
-each factor, so every root of p_c -- every eigenvalue of A_c -- has negative real part by
-construction; without it alpha, beta are free (the paper's unconstrained coefficients). The
-floor (the size of the paper's ST-Mamba2 margin, a_i >= 0 -> -1e-5) keeps Re(lambda) < 0 also
-where softplus underflows to 0 after a huge step.
-softplus, not Mamba's exp: a large step on exp's log-value sends |lambda| ~ sqrt(beta) past
-what the eigenbasis maps (lambda^{N-1}) can hold in fp32; softplus grows linearly. The
-roots come in closed form, and the scan runs in A's eigenbasis
-(`kernels.companion_scan.companion_scan_chunked`), exact ZOH for A.
+channel; every real monic polynomial of even degree is such a product). With `smamba_stable`,
+alpha, beta = softplus(.) + 1e-5 > 0: exactly Hurwitz stability of each factor, so every root
+of p_c -- every eigenvalue of A_c -- has negative real part by construction. Without it alpha,
+beta are free (the paper's unconstrained coefficients). softplus, not Mamba's exp: a large step
+on exp's log-value sends |lambda| ~ sqrt(beta) past what the eigenbasis maps (lambda^{N-1})
+hold in fp32, while softplus grows linearly; the floor (the size of the paper's ST-Mamba2
+margin, a_i >= 0 -> -1e-5) keeps Re(lambda) < 0 where softplus underflows to 0. The roots come
+in closed form, and the scan runs in A's eigenbasis
+(`kernels.companion_scan.companion_scan_chunked`), exact ZOH for A, Mamba's delta * B for B.
 
 Decode state: {"conv": (batch, d_inner, d_conv - 1), "ssm": (batch, d_inner, N, 2)}: the
 eigenbasis state as (real, imag) pairs, so every state tensor stays real.
@@ -91,7 +90,7 @@ class SparseMamba(Mixer):
         # Butterworth roots, exp(i pi (2k + N - 1) / 2N), k = 1..N: unit modulus, spread over the
         # left half-plane, factor j = s^2 + 2 sin((2j - 1) pi / 2N) s + 1. Of the root sets we
         # tried it keeps the companion best conditioned (cond(V) ~ 8e6 at N = 16, vs ~ 1e21 for
-        # Mamba's S4D-real -1..-N, whose companion has coefficients up to 16! ~ 2e13).
+        # Mamba's S4D-real -1..-N, whose companion has coefficients up to ~1e14: docs/smamba.md).
         j = torch.arange(1, self.d_state // 2 + 1, dtype=torch.float64, device=self.A_alpha.device)
         alpha = 2 * torch.sin((2 * j - 1) * math.pi / (2 * self.d_state))
         beta = torch.ones_like(alpha)
