@@ -28,6 +28,9 @@ margin, a_i >= 0 -> -1e-5) keeps Re(lambda) < 0 where softplus underflows to 0. 
 in closed form, and the scan runs in A's eigenbasis
 (`kernels.companion_scan.companion_scan_chunked`), exact ZOH for A, Mamba's delta * B for B.
 
+Paths: `reference` = the chunked scan under autograd; `fast` (CUDA, cfg.kernel = "auto") = the
+same scan recomputed in the backward (activation checkpointing) -- there is no Triton kernel.
+
 Decode state: {"conv": (batch, d_inner, d_conv - 1), "ssm": (batch, d_inner, N, 2)}: the
 eigenbasis state as (real, imag) pairs, so every state tensor stays real.
 """
@@ -39,6 +42,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from hades.config import ModelConfig
 from kernels.companion_scan import (
@@ -133,13 +137,21 @@ class SparseMamba(Mixer):
         delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
         return delta, X
 
+    def _scan(self, x: Tensor, delta: Tensor, lam: Tensor, X: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+        return companion_scan_chunked(x, delta, lam, X, D, form=self.form, chunk_size=self.cfg.chunk_size)
+
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, t, d_inner) each
         x, conv_state = self.conv(x, return_state=return_state)
         delta, X = self._ssm_inputs(x)
-        y, ssm_state = companion_scan_chunked(
-            x, delta, self.eigenvalues(), X, self.D.float(), form=self.form, chunk_size=self.cfg.chunk_size
-        )
+        args = (x, delta, self.eigenvalues(), X, self.D.float())
+        if self.use_fast_path(x) and torch.is_grad_enabled():
+            # No fused kernel: autograd would keep several (b, t, d_inner, N) complex tensors
+            # per layer (decays, readouts, states; 8.6 GB each at micro-batch 16 x 2048 of the
+            # paper config). Recomputing the scan in the backward keeps only its inputs.
+            y, ssm_state = checkpoint(self._scan, *args, use_reentrant=False)
+        else:
+            y, ssm_state = self._scan(*args)
         out = self.out_proj(y * F.silu(z))
         state = {"conv": conv_state, "ssm": torch.view_as_real(ssm_state)} if return_state else None
         return MixerOutput(out, {}, state)
