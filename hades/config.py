@@ -59,6 +59,10 @@ class ModelConfig:
     gamma_init: float = 0.25  # γ
     chunk_size: int = 64
     kernel: str = "auto"
+    # Sparse Mamba (smamba): which canonical form A takes, and whether its roots are kept in the
+    # open left half-plane (false = the paper's unconstrained companion coefficients)
+    smamba_form: str = "controllable"
+    smamba_stable: bool = True
 
     @property
     def n_filters(self) -> int:

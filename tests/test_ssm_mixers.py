@@ -1,4 +1,4 @@
-"""Model invariants of the state-space mixers (Mamba, Mamba2, HADES).
+"""Model invariants of the state-space mixers (Mamba, Mamba2, HADES, Sparse Mamba).
 
 * decode parity: forward(return_state=True) over a prefix + `step` token by token == forward
   over the whole sequence (fp32, max relative error <= 1e-4), HADES's running mean included;
@@ -31,6 +31,9 @@ VARIANTS = {
     "hades_shared_only": dict(arch="hades", n_active=4, n_shared=4),
     "hades_expert_only": dict(arch="hades", n_active=4, n_shared=0),
     "hades_groups": dict(arch="hades", n_active=4, n_shared=1, n_groups=2),
+    "smamba": dict(arch="smamba"),
+    "smamba_observable": dict(arch="smamba", smamba_form="observable"),
+    "smamba_unstable": dict(arch="smamba", smamba_stable=False),
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
@@ -97,7 +100,7 @@ def test_mixer_step_from_init_state_matches_forward(name):
     assert err <= 1e-4, f"{name}: step from init_state differs from forward, max rel err {err:.2e}"
 
 
-@pytest.mark.parametrize("name", ["mamba", "mamba2", "hades"])
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "hades", "smamba", "smamba_observable"])
 def test_lm_prefill_and_step_match_forward_logits(name):
     torch.manual_seed(0)
     model = build_model(small_cfg(name)).eval()
@@ -205,6 +208,7 @@ def test_lm_router_gradient_follows_lambda_balance(lambda_balance, expect_grad):
         ("mamba", {"A_log", "D", "dt_proj.bias"}),
         ("mamba2", {"A_log", "D", "dt_bias"}),
         ("hades", {"A_log", "D", "dt_bias", "gamma"}),
+        ("smamba", {"A_alpha", "A_beta", "D", "dt_proj.bias"}),
     ],
 )
 def test_no_weight_decay(name, expected):
@@ -289,7 +293,7 @@ def test_paper_scale_parameter_counts():
     assert abs(ratio - 0.589) <= 0.01, f"HADES/Mamba2 = {ratio:.4f}, paper 58.9%"
 
 
-@pytest.mark.parametrize("name", ["mamba", "mamba2", "hades"])
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "hades", "smamba"])
 def test_tiny_lm_learns_a_repeated_pattern(name):
     torch.manual_seed(0)
     cfg = small_cfg(name, n_layer=2)

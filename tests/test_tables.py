@@ -69,9 +69,16 @@ def test_tables_ours_paper_delta_and_membership(tmp_path):
     t2 = list(csv.DictReader(open(tmp_path / "tables" / "table2.csv")))
     models1 = {r["model"] for r in t1}
     models2 = {r["model"] for r in t2}
-    assert models1 == {"linear_attn", "retnet", "deltanet", "mamba", "mamba2", "hades"}
+    assert models1 == {"linear_attn", "retnet", "deltanet", "mamba", "mamba2", "hades", "smamba"}
     assert models2 == {"hades", "hades_no_balance", "hades_no_diversity", "hades_shared_only", "hades_expert_only"}
     assert [r["row"] for r in t1[:3]] == ["ours", "paper", "delta"]
+    # smamba is an extra baseline (no paper row): its paper and delta rows are empty, and the
+    # Markdown marks it
+    extra = [r for r in t1 if r["model"] == "smamba" and r["row"] != "ours"]
+    assert len(extra) == 2 and not any(v for r in extra for k, v in r.items() if k not in ("table", "model", "label", "row"))
+    md1 = (tmp_path / "tables" / "table1.md").read_text()
+    assert "| Sparse Mamba † | ours |" in md1 and "† Sparse Mamba: an extra baseline" in md1
+    assert "HADES †" not in md1
 
     def cell(rows, model, which, key):
         (r,) = [r for r in rows if r["model"] == model and r["row"] == which]

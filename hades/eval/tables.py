@@ -15,7 +15,9 @@ Markdown tables say so under the table (paper_avg_mismatches).
 
 Which models a table holds comes from the config: an experiment is in table T if its `table` is
 T, or if its `paper_key` names a row of the paper's table T (the paper's Table 2 repeats the full
-HADES model as its reference row).
+HADES model as its reference row). An experiment in table T whose `paper_key` is not a row of the
+paper's table (Sparse Mamba, a baseline the paper does not run) is an extra baseline: its paper
+and Δ rows are all "–", and the Markdown marks its label with † and says so under the table.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def build_table(cfg, table: int, results: Mapping[str, Mapping[str, float]]) -> 
         delta = {c: ours[c] - paper[c] for c in columns if c in ours and c in paper}
         for which, values in (("ours", ours), ("paper", paper), ("delta", delta)):
             rows.append({"model": gid, "label": label, "paper_key": exp.paper_key, "row": which,
+                         "extra": exp.paper_key not in PAPER_TABLES[table],
                          **{c: values.get(c) for c in columns}})
     return columns, rows
 
@@ -157,7 +160,7 @@ def to_markdown(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, 
         "|" + "|".join(["---"] * 2 + ["---:"] * len(columns)) + "|",
     ]
     for r in rows:
-        name = r["label"] if r["row"] == "ours" else ""
+        name = (r["label"] + (" †" if r.get("extra") else "")) if r["row"] == "ours" else ""
         lines.append("| " + " | ".join([name, _ROW_NAME[r["row"]]] + _cells(columns, r)) + " |")
     shown = {r["model"]: r["label"] for r in rows}
     keys = {r["model"]: k for r in rows for k in [r.get("paper_key")] if k}
@@ -172,6 +175,8 @@ def to_markdown(table: int, columns: Sequence[str], rows: Sequence[Mapping[str, 
         f"damaged checkpoint); see results/eval/{gid}/lm_eval.json"
         for gid, c, v in non_finite_cells(columns, rows) if c != AVG_KEY
     ]
+    notes += [f"- † {label}: an extra baseline, not in the paper's Table {table}; no paper numbers."
+              for label in dict.fromkeys(r["label"] for r in rows if r.get("extra"))]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"

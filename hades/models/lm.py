@@ -124,8 +124,8 @@ class HadesForCausalLM(PreTrainedModel):
     def reset_parameters(self) -> None:
         """The initialisation of the reference each arch follows.
 
-        - fla (linear_attn, retnet, deltanet, mamba, mamba2): Linear and Embedding weights
-          ~ N(0, initializer_range), zero biases.
+        - fla (linear_attn, retnet, deltanet, mamba, mamba2; smamba, Mamba's layer with another
+          A, as mamba): Linear and Embedding weights ~ N(0, initializer_range), zero biases.
         - HADES (the authors' mamba_ssm MixerModel): mixer Linear weights keep PyTorch's default
           (Kaiming-uniform) init, embeddings ~ N(0, initializer_range), zero biases.
         - mamba2 and HADES (fla's Mamba2 and mamba_ssm, rescale_prenorm_residual=True): out_proj
