@@ -63,6 +63,10 @@ class ModelConfig:
     # open left half-plane (false = the paper's unconstrained companion coefficients)
     smamba_form: str = "controllable"
     smamba_stable: bool = True
+    # the eigenbasis scan's working precision: float64 by default, since moving into and out of
+    # A's eigenbasis amplifies rounding by its condition number (~8e6 at init with N = 16): in
+    # float32 the gradients of A's parameters are off by ~5e-2 (docs/smamba.md "Precision")
+    smamba_scan_dtype: str = "float64"
 
     @property
     def n_filters(self) -> int:

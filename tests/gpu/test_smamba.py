@@ -24,7 +24,7 @@ from kernels.companion_scan import (
     quadratic_roots,
 )
 
-from ._tol import check, rel_err
+from ._tol import BF16_TOL, FP32_TOL, rel_err
 
 DEV = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 
@@ -67,18 +67,27 @@ def test_chunked_scan_on_cuda_matches_fp64_reference(shape, dtype, form):
     to64 = lambda v: v.detach().to(torch.complex128 if v.is_complex() else torch.float64).requires_grad_()  # noqa: E731
     ref = {k: to64(v) for k, v in inp.items()}
     yr, fr = _chunked(ref, form, chunk_size=16)  # another chunking: the split is invisible
-    low = {k: v.detach().requires_grad_() for k, v in inp.items()}
+    # the same computation on the CPU in the same dtype: this op has no kernel of its own, so
+    # what the GPU may add is its own rounding, not more (the 2x rule of _tol.py, for fp32 too:
+    # with clustered roots the eigenbasis itself loses digits in fp32, docs/smamba.md "Precision")
+    low = {k: v.detach().cpu().requires_grad_() for k, v in inp.items()}
     yl, fl = _chunked(low, form, chunk_size=16)
     cot = (torch.randn_like(yr), torch.randn_like(torch.view_as_real(fr)))
     g_ours = _grads((y, fin), [inp[k] for k in names], cot)
     g_ref = _grads((yr, fr), [ref[k] for k in names], cot)
-    g_low = _grads((yl, fl), [low[k] for k in names], cot)
+    g_low = _grads((yl, fl), [low[k] for k in names], tuple(c.cpu() for c in cot))
     tag = f"smamba {form} {shape}"
-    check(f"{tag} y", y, yr, dtype, yl)
-    check(f"{tag} final_state", torch.view_as_real(fin), torch.view_as_real(fr), dtype, torch.view_as_real(fl))
+
+    def check2(name, out, r, cpu):
+        err, err_cpu = rel_err(out, r), rel_err(cpu.to(r.device), r)
+        tol = max(FP32_TOL if dtype == torch.float32 else BF16_TOL, 2 * err_cpu)
+        assert err <= tol, f"{name}: relative error {err:.3e} > {tol:.1e} (CPU, same dtype: {err_cpu:.1e})"
+
+    check2(f"{tag} y", y, yr, yl)
+    check2(f"{tag} final_state", torch.view_as_real(fin), torch.view_as_real(fr), torch.view_as_real(fl))
     for k, go, gr, gl in zip(names, g_ours, g_ref, g_low):
         as_real = (lambda v: torch.view_as_real(v)) if go.is_complex() else (lambda v: v)  # noqa: E731
-        check(f"{tag} d{k}", as_real(go), as_real(gr), dtype, as_real(gl))
+        check2(f"{tag} d{k}", as_real(go), as_real(gr), as_real(gl))
     b, t, c, n = shape
     if t <= LOOP_MAX_TOKENS:  # the fp64 reference is itself the definition here
         A = companion_matrix(companion_coefficients(ref["alpha"], ref["beta"]), form)

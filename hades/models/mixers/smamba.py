@@ -138,7 +138,14 @@ class SparseMamba(Mixer):
         return delta, X
 
     def _scan(self, x: Tensor, delta: Tensor, lam: Tensor, X: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
-        return companion_scan_chunked(x, delta, lam, X, D, form=self.form, chunk_size=self.cfg.chunk_size)
+        # the scan computes in x's precision (>= fp32): smamba_scan_dtype float64 runs it in
+        # complex128, since moving into and out of A's eigenbasis amplifies rounding by the
+        # eigenvector matrix's condition number (docs/smamba.md "Precision")
+        wide = self.cfg.smamba_scan_dtype == "float64"
+        y, state = companion_scan_chunked(
+            x.double() if wide else x, delta, lam, X, D, form=self.form, chunk_size=self.cfg.chunk_size
+        )
+        return y.to(x.dtype), state
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, t, d_inner) each
@@ -149,7 +156,9 @@ class SparseMamba(Mixer):
             # No fused kernel: autograd would keep several (b, t, d_inner, N) complex tensors
             # per layer (decays, readouts, states; 8.6 GB each at micro-batch 16 x 2048 of the
             # paper config). Recomputing the scan in the backward keeps only its inputs.
-            y, ssm_state = checkpoint(self._scan, *args, use_reentrant=False)
+            # (no RNG in the scan: without preserve_rng_state the checkpoint never reads the CUDA
+            # RNG state, which a CUDA-graph capture forbids)
+            y, ssm_state = checkpoint(self._scan, *args, use_reentrant=False, preserve_rng_state=False)
         else:
             y, ssm_state = self._scan(*args)
         out = self.out_proj(y * F.silu(z))
@@ -158,6 +167,8 @@ class SparseMamba(Mixer):
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         ssm_dtype = torch.promote_types(dtype, torch.float32)  # the scan runs in >= fp32
+        if self.cfg.smamba_scan_dtype == "float64":
+            ssm_dtype = torch.float64
         return {
             "conv": self.conv.init_state(batch_size, self.d_inner, device, dtype),
             "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, 2, device=device, dtype=ssm_dtype),
