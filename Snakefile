@@ -7,9 +7,11 @@
 
 # `--configfile X` replaces the default study rather than merging into it (Snakemake's default
 # merge would leave toy-only keys, e.g. the synthetic corpus, inside the paper config).
+# The path is the Snakefile's, not the working directory's (Snakemake's default for a relative
+# path), so that `--directory DIR` runs the default study with its results under DIR.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 # validates the config (hades.config) at parse time, before any job starts

@@ -57,6 +57,13 @@ _OFFLINE_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
 }
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+# MLflow's experiment kind (the UI's ExperimentKind values): these experiments hold model
+# trainings, not GenAI traces. Set on creation and on an existing experiment (a resumed study).
+# A UI that picks the view from it (MLflow 3.5.1's, read in its JS bundle) opens the runs table
+# without asking for the experiment's type; 3.17.2's ignores it and follows its GenAI / Model
+# training switch instead (README "MLflow" gives the link with `?workflowType=machine_learning`).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def configure_offline() -> None:
@@ -168,8 +175,9 @@ def init_store(cfg: Config) -> dict[str, str]:
             artifacts = None
             if is_embedded(uri):  # keep artifacts under results/, not in ./mlruns of the cwd
                 artifacts = results_path(cfg, "mlflow", "artifacts").resolve().as_uri()
+            tags = {"hades.config_name": cfg.name, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
             exp_id = _retry(
-                lambda: client.create_experiment(name, artifact_location=artifacts, tags={"hades.config_name": cfg.name}),
+                lambda: client.create_experiment(name, artifact_location=artifacts, tags=tags),
                 "creating the experiment",
             )
             log.info("created MLflow experiment %r (id %s) in %s", name, exp_id, uri)
@@ -177,9 +185,19 @@ def init_store(cfg: Config) -> dict[str, str]:
             exp_id = exp.experiment_id
             if exp.lifecycle_stage == "deleted":
                 _retry(lambda: client.restore_experiment(exp_id), "restoring the experiment")
+            _mark_kind(client, exp)
         info = {"tracking_uri": uri, "experiment": name, "experiment_id": str(exp_id)}
         atomic_write_json(store_info_path(cfg), info)
     return info
+
+
+def _mark_kind(client, exp) -> None:
+    """Set the kind on an experiment without it (created before this tag) or with another."""
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        _retry(
+            lambda: client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND),
+            "tagging the experiment",
+        )
 
 
 def experiment_id(cfg: Config) -> str:
@@ -190,6 +208,8 @@ def experiment_id(cfg: Config) -> str:
     exp = _retry(lambda: _client(uri).get_experiment_by_name(cfg.tracking_experiment), "reading the experiment")
     if exp is None or exp.lifecycle_stage != "active":
         return init_store(cfg)["experiment_id"]
+    # a resumed study whose mlflow_init ran before the kind was set: Snakemake does not rerun it
+    _mark_kind(_client(uri), exp)
     return exp.experiment_id
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _workflow_support import snakemake_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,7 +50,8 @@ def _hades(*args: str) -> list[str]:
 
 
 def _snakemake_n(configfile: Path) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(configfile)]
+    # its own working directory next to the config file, not the checkout (_workflow_support)
+    return snakemake_cmd(configfile.parent / "workdir", "-n", "--cores", "1", "--configfile", str(configfile))
 
 
 def test_malformed_yaml_names_the_file_and_line(tmp_path):

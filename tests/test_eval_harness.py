@@ -262,17 +262,18 @@ def test_workflow_refuses_an_offline_task_without_data_when_parsing(tmp_path):
     """A paper run offline with a task that has no local data stops at `snakemake -n`, before
     any model trains, with the one-line reason."""
     import subprocess
-    import sys
 
     import yaml
     from _eval_support import REPO
+    from _workflow_support import snakemake_cmd
 
     raw = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     raw["eval"].update(offline=True, local_data={"wikitext": str(tmp_path)}, sources={})
     cfg = tmp_path / "offline.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    # in a working directory of its own: the paper's relative results_dir is not the checkout's
+    cmd = snakemake_cmd(tmp_path / "workdir", "-n", "--cores", "1", "--configfile", str(cfg))
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "lm-eval task 'lambada_openai' requested offline but eval.local_data.lambada_openai is not set" in (
         out.stdout + out.stderr), out.stdout + out.stderr

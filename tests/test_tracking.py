@@ -36,6 +36,25 @@ def test_init_store_is_idempotent_and_keeps_artifacts_under_results(tiny):
     assert tracking.experiment_id(cfg) == info["experiment_id"]
 
 
+def test_experiment_is_marked_as_model_training(tiny):
+    """MLflow's experiment kind: set on a new experiment, and on one that a study created before
+    the tag was set, by rule mlflow_init (init_store) and by the jobs of a resumed study, which
+    do not rerun mlflow_init (experiment_id)."""
+    cfg, _ = tiny.config("kind")
+    exp_id = tracking.init_store(cfg)["experiment_id"]
+    client = tracking._client(cfg.tracking_uri)
+
+    def kind():
+        return client.get_experiment(exp_id).tags.get("mlflow.experimentKind")
+
+    assert kind() == "custom_model_development"
+    for mark in (tracking.init_store, tracking.experiment_id):
+        client.delete_experiment_tag(exp_id, "mlflow.experimentKind")
+        assert kind() is None
+        mark(cfg)
+        assert kind() == "custom_model_development", mark.__name__
+
+
 def test_mlflow_is_offline_and_quiet():
     tracking.configure_offline()
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and os.environ["DO_NOT_TRACK"] == "true"

@@ -1,10 +1,13 @@
 """The Snakemake workflow as a user drives it: lint, dry runs, config errors, reruns, Slurm plan.
 
-Every test runs Snakemake as a subprocess from the repository root, the way the README says.
-Reruns are tested on a throwaway results directory whose outputs are created empty and stamped
-with `snakemake --touch --forceall` (which records the same metadata a real run does), so no
-test trains a model. `test_pipeline_results` checks a finished default run (skipped until
-`snakemake --cores all` has produced results/; .ci/run runs it after the pipeline).
+Every test runs Snakemake as a subprocess from the repository root, the way the README says, in
+a temporary working directory (`workdir`, see _workflow_support): what a real run left in the
+checkout's results/ and .snakemake/ cannot change what a test plans. Reruns are tested on a
+throwaway results directory whose outputs are created empty and stamped with
+`snakemake --touch --forceall` (which records the same metadata a real run does), so no test
+trains a model. `test_pipeline_results` checks a finished default run (skipped until
+`snakemake --cores all` has produced results/; .ci/run runs it after the pipeline): the one
+test that reads the checkout's state, on purpose.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _workflow_support import snakemake_cmd
 
 from hades.config import load_config
 
@@ -30,13 +34,14 @@ GPU_RULES = ("train", "lm_eval", "passkey")
 
 
 def snakemake(
-    *args: str, env: dict | None = None, timeout: int = 600
+    *args: str, workdir: Path, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    """Run `snakemake ARGS` from the repository root; stdout and stderr together in .stdout."""
+    """Run `snakemake ARGS` from the repository root in working directory `workdir`; stdout and
+    stderr together in .stdout."""
     full_env = {**os.environ, **OFFLINE_ENV, **(env or {})}
     full_env.pop("SNAKEMAKE_PROFILE", None)
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
+        snakemake_cmd(workdir, *args),
         cwd=ROOT,
         env=full_env,
         stdin=subprocess.DEVNULL,
@@ -76,13 +81,21 @@ def rule_counts(jobs: list[dict]) -> Counter:
     return Counter(j["rule"] for j in jobs)
 
 
-def test_lint_is_clean():
-    out = ok(snakemake("--lint"))
+@pytest.fixture
+def workdir(tmp_path):
+    """A fresh working directory for Snakemake. A subdirectory of tmp_path: the config errors
+    name a config file under the working directory by its relative path (common.smk), and the
+    tests expect the full path of the files they write to tmp_path."""
+    return tmp_path / "workdir"
+
+
+def test_lint_is_clean(workdir):
+    out = ok(snakemake("--lint", workdir=workdir))
     assert "Lints for" not in out, out
 
 
-def test_default_dry_run_plans_the_whole_grid():
-    counts = rule_counts(planned_jobs(ok(snakemake("-n", "--cores", "all"))))
+def test_default_dry_run_plans_the_whole_grid(workdir):
+    counts = rule_counts(planned_jobs(ok(snakemake("-n", "--cores", "all", workdir=workdir))))
     grid = len(DEFAULT.experiments)
     assert counts["train"] == grid, counts
     assert counts["lm_eval"] == grid, counts
@@ -122,7 +135,7 @@ SOCKET_GUARD = textwrap.dedent(
 )
 
 
-def test_paper_dry_run_prints_the_full_dag_offline(tmp_path):
+def test_paper_dry_run_prints_the_full_dag_offline(tmp_path, workdir):
     guard = tmp_path / "guard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(SOCKET_GUARD)
@@ -131,7 +144,7 @@ def test_paper_dry_run_prints_the_full_dag_offline(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(guard), os.environ.get("PYTHONPATH", "")]),
         "HADES_NET_LOG": str(net_log),
     }
-    out = ok(snakemake("-n", "--configfile", "config/paper.yaml", env=env))
+    out = ok(snakemake("-n", "--configfile", "config/paper.yaml", workdir=workdir, env=env))
     assert not net_log.exists(), f"the dry run touched the network:\n{net_log.read_text()}"
     counts = rule_counts(planned_jobs(out))
     grid = len(PAPER.experiments)
@@ -161,9 +174,10 @@ def _typo_config(tmp_path: Path, edit) -> Path:
     ],
     ids=["unknown-key", "unknown-nested-key", "wrong-type"],
 )
-def test_config_typo_fails_before_any_job_naming_the_key(tmp_path, edit, key):
+def test_config_typo_fails_before_any_job_naming_the_key(tmp_path, workdir, edit, key):
     path = _typo_config(tmp_path, edit)
-    proc = snakemake("--cores", "1", "--configfile", str(path))  # a real run, not a dry run
+    # a real run, not a dry run
+    proc = snakemake("--cores", "1", "--configfile", str(path), workdir=workdir)
     assert proc.returncode != 0, proc.stdout
     assert key in proc.stdout and str(path) in proc.stdout, proc.stdout
     assert not re.search(r"^(local)?rule \w+:", proc.stdout, re.M), "a job started:\n" + proc.stdout
@@ -172,10 +186,12 @@ def test_config_typo_fails_before_any_job_naming_the_key(tmp_path, edit, key):
 
 @pytest.fixture(scope="module")
 def stamped_results(tmp_path_factory):
-    """A results dir holding every output of the default DAG (empty files), up to date."""
-    results = tmp_path_factory.mktemp("stamped") / "results"
+    """A results dir holding every output of the default DAG (empty files), up to date, and the
+    working directory whose .snakemake/ records it (every test of it must run there)."""
+    base = tmp_path_factory.mktemp("stamped")
+    results, workdir = base / "results", base / "workdir"
     cfg = ["--config", f"results_dir={results}"]
-    summary = ok(snakemake("--summary", *cfg))
+    summary = ok(snakemake("--summary", *cfg, workdir=workdir))
     rows = [line.split("\t") for line in summary.splitlines() if "\t" in line]
     outputs = [row[0] for row in rows if row[0].startswith(str(results))]  # not the header
     assert outputs, summary
@@ -187,10 +203,10 @@ def stamped_results(tmp_path_factory):
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-    ok(snakemake("--cores", "1", "--touch", "--forceall", *cfg))
-    out = ok(snakemake("-n", *cfg))
+    ok(snakemake("--cores", "1", "--touch", "--forceall", *cfg, workdir=workdir))
+    out = ok(snakemake("-n", *cfg, workdir=workdir))
     assert "Nothing to be done" in out, out
-    return results, cfg
+    return results, cfg, workdir
 
 
 def _directory_outputs(results: Path):
@@ -199,11 +215,11 @@ def _directory_outputs(results: Path):
 
 
 def test_deleting_one_eval_output_rebuilds_only_that(stamped_results):
-    results, cfg = stamped_results
+    results, cfg, workdir = stamped_results
     target = results / "eval" / "mamba2" / "lm_eval.json"
     target.unlink()
     try:
-        jobs = planned_jobs(ok(snakemake("-n", *cfg)))
+        jobs = planned_jobs(ok(snakemake("-n", *cfg, workdir=workdir)))
         model_jobs = [j for j in jobs if "model" in j["wildcards"]]
         assert [(j["rule"], j["wildcards"]["model"]) for j in model_jobs] == [
             ("lm_eval", "mamba2")
@@ -215,11 +231,12 @@ def test_deleting_one_eval_output_rebuilds_only_that(stamped_results):
 
 
 def test_changed_model_config_reruns_only_that_models_downstream(stamped_results, tmp_path):
-    results, cfg = stamped_results
+    results, cfg, workdir = stamped_results
     # a second config file on top of the default one (`--config` would pass "8" as a string)
     override = tmp_path / "override.yaml"
     override.write_text("experiments: {mamba2: {model: {arch: mamba2, d_state: 8}}}\n")
-    out = ok(snakemake("-n", "--configfile", "config/config.yaml", str(override), *cfg))
+    configs = ("--configfile", "config/config.yaml", str(override))
+    out = ok(snakemake("-n", *configs, *cfg, workdir=workdir))
     jobs = planned_jobs(out)
     models = {j["wildcards"].get("model") for j in jobs} - {None}
     assert models == {"mamba2"}, jobs
@@ -228,10 +245,9 @@ def test_changed_model_config_reruns_only_that_models_downstream(stamped_results
     assert rules["corpus"] == rules["tokenize"] == 0, rules
 
 
-def test_slurm_profile_plans_gpu_jobs_for_the_paper():
-    out = ok(
-        snakemake("-n", "--cores", "all", "--profile", "slurm", "--configfile", "config/paper.yaml")
-    )
+def test_slurm_profile_plans_gpu_jobs_for_the_paper(workdir):
+    profile = ("--profile", "slurm", "--configfile", "config/paper.yaml")
+    out = ok(snakemake("-n", "--cores", "all", *profile, workdir=workdir))
     jobs = planned_jobs(out)
     for rule in GPU_RULES:
         gpu_jobs = [j for j in jobs if j["rule"] == rule]
@@ -283,7 +299,8 @@ FINISHED = Path(os.environ.get("HADES_RESULTS_DIR") or ROOT / DEFAULT.results_di
 def test_pipeline_results_and_mlflow_runs():
     from mlflow.tracking import MlflowClient
 
-    out = ok(snakemake("-n", "--config", f"results_dir={FINISHED}"))
+    # in the checkout, whose .snakemake/ holds the metadata (params, code) of that run
+    out = ok(snakemake("-n", "--config", f"results_dir={FINISHED}", workdir=ROOT))
     assert "Nothing to be done" in out, out
     client = MlflowClient(tracking_uri=f"sqlite:///{FINISHED / 'mlflow.db'}")
     exp = client.get_experiment_by_name(DEFAULT.tracking_experiment)
