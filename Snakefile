@@ -12,6 +12,11 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# The conda envs' post-deploy scripts (envs/*.post-deploy.sh) install this repository: Snakemake
+# runs copies of them from the working directory, so they find it through this variable.
+os.environ["HADES_REPO_ROOT"] = workflow.basedir
+
+
 # validates the config (hades.config) at parse time, before any job starts
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
