@@ -99,5 +99,5 @@ def test_post_deploy_installs_the_repository_from_any_directory(stage, tmp_path)
 
 def test_snakefile_exports_its_directory_for_the_post_deploy_scripts():
     text = (ROOT / "Snakefile").read_text()
-    assert re.search(r'^os\.environ\["HADES_REPO_ROOT"\] = workflow\.basedir$', text, re.M), (
+    assert re.search(r"^os\.environ\.update\(HADES_REPO_ROOT=workflow\.basedir\)$", text, re.M), (
         "the Snakefile must export HADES_REPO_ROOT (envs/*.post-deploy.sh read it)")
