@@ -13,7 +13,7 @@ import yaml
 
 from hades.config import ModelConfig
 
-from ._tol import rel_err
+from ._tol import FP32_TOL, rel_err
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -94,9 +94,10 @@ def test_hades_compiled_router_equals_eager(dtype, grid_id):
 
 
 def test_hades_shared_only_balance_loss_on_the_fast_path(monkeypatch):
-    """Q = 0: the fast path (in_proj fused with the router's product, kernels/router, on fp32 u
-    under bf16 autocast, as in training) computes the unused scores' L_balance and sends its
-    gradient to in_proj's dt_raw rows, h_proj and u as the reference path does."""
+    """Q = 0: the fast path (in_proj fused with the router's product, kernels/router, on fp32 u)
+    computes the unused scores' L_balance and sends its gradient to in_proj's dt_raw rows, h_proj
+    and u as the reference path does. fp32: Var(s)/mean(s)^2 amplifies rounding where the
+    scores' mean is small, so bf16 in_proj products rounded differently would blur the check."""
     import kernels.router
     from hades.models.mixers import hades as hades_mod
 
@@ -116,8 +117,7 @@ def test_hades_shared_only_balance_loss_on_the_fast_path(monkeypatch):
     res = {}
     for name, mixer in (("fast", fast), ("ref", ref)):
         ui = u.clone().requires_grad_()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            balance = mixer(ui).aux["balance"]
+        balance = mixer(ui).aux["balance"]
         balance.backward()
         res[name] = (balance.detach(), ui.grad, mixer.in_proj.weight.grad, mixer.h_proj.weight.grad)
     assert calls, "the fast path did not use the fused in_proj + router product"
@@ -126,5 +126,4 @@ def test_hades_shared_only_balance_loss_on_the_fast_path(monkeypatch):
     assert br > 0 and wr[-M:].abs().sum() > 0 and ur.abs().sum() > 0
     assert torch.count_nonzero(wf[:-M]) == 0, "L_balance reached in_proj rows other than dt_raw"
     for name, a, b in [("balance", bf, br), ("du", uf, ur), ("dW_in dt_raw", wf[-M:], wr[-M:]), ("dW_h", hf, hr)]:
-        # both paths round in_proj's product to bf16 the same way; the router runs in fp32
-        assert rel_err(a, b) <= 1e-2, f"{name}: {rel_err(a, b):.2e}"
+        assert rel_err(a, b) <= FP32_TOL, f"{name}: {rel_err(a, b):.2e}"
