@@ -14,6 +14,12 @@ if not workflow.config_settings.configfiles:
     configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+# The conda envs' post-deploy scripts (envs/*.post-deploy.sh) install this repository: Snakemake
+# runs copies of them from the working directory, so they find it through this variable. Set
+# here, not read (the linter's envvars rule is for variables the user must supply).
+os.environ.update(HADES_REPO_ROOT=workflow.basedir)
+
+
 # validates the config (hades.config) at parse time, before any job starts
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"

@@ -63,6 +63,18 @@ def test_ablations_match_hades(paper_counts, gid):
     assert abs(ratio - 1) <= 0.02, f"{gid}/hades = {ratio:.4f}"
 
 
+@pytest.mark.parametrize("gid", ["hades_shared_only", "hades_expert_only"])
+def test_ablations_differ_from_hades_by_the_router_width_alone(paper_counts, gid):
+    # h_proj: Linear(D + M -> E + Q) in every layer, kept with Q = 0 (shared only) as in the
+    # authors' code, where its scores still train against L_balance
+    cfg = _PaperCounts.cfg
+    width = {g: cfg.experiment(g).model.n_candidates + cfg.experiment(g).model.n_experts for g in ("hades", gid)}
+    m = cfg.experiment(gid).model
+    assert width[gid] > 0
+    expect = m.n_layer * (m.d_model + m.n_filters) * (width[gid] - width["hades"])
+    assert paper_counts[gid] - paper_counts["hades"] == expect
+
+
 def test_vocab_resolution(tmp_path):
     raw = yaml.safe_load(PAPER.read_text())
     assert tokenizer_vocab(load_config(TOY))[0] == load_config(TOY).tokenizer["vocab_size"]

@@ -119,6 +119,108 @@ def test_sigkill_at_random_step_then_rerun_resumes_bitwise(tiny):
     _assert_same_history(cfg, ref)
 
 
+# -- 1b. one trainer per model ---------------------------------------------------------------
+
+
+def test_second_trainer_of_a_running_model_refuses_until_the_first_dies(tiny, caplog):
+    """An orphaned trainer still running (its Snakemake died) and a rerun of the same model:
+    the rerun refuses at once in one line naming the lock, the holder's PID and what to do,
+    and touches nothing; once the holder is SIGKILLed the kernel has dropped its flock, and a
+    new trainer takes it and resumes as after any crash."""
+    from hades.train import EXIT_LOCKED, TrainerLocked
+    from hades.train.cli import main as train_cli
+
+    cfg, path = tiny.config("lock", steps=STEPS)
+    lock_file = _ckpt_root(cfg) / loop.LOCK_FILE
+    proc = tiny.spawn(path, delay=0.05)
+    ref, _ = tiny.config("ref", steps=STEPS)
+    train(ref, "tiny")
+    wait_for_step(cfg, "tiny", 5, proc)
+
+    t0 = time.monotonic()
+    with pytest.raises(TrainerLocked) as e:
+        train(cfg, "tiny")
+    assert time.monotonic() - t0 < 5, "the refusal should come before any set-up"
+    msg = str(e.value)
+    assert "\n" not in msg and "model tiny" in msg and str(lock_file) in msg, msg
+    assert f"PID {proc.pid} on host " in msg and f"kill PID {proc.pid}; then rerun" in msg, msg
+    holder = json.loads(lock_file.read_text())
+    assert holder["pid"] == proc.pid and holder["host"] and holder["started"]
+    # the CLI (python -m hades.train, hades train, the rule's torchrun) maps it to its own status
+    with caplog.at_level(logging.ERROR, logger="hades.train"):
+        assert train_cli(["--config", str(path), "--model", "tiny"]) == EXIT_LOCKED
+    assert msg in caplog.text
+
+    seen = wait_for_step(cfg, "tiny", 9, proc)  # the refusals did not disturb the running trainer
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert seen < STEPS, "the run finished before the kill"
+    ckpts = [s for s, _ in list_checkpoints(_ckpt_root(cfg))]
+
+    summary = train(cfg, "tiny")  # the rerun after the kill: no stale lock to clear
+    assert summary["resumed_from"] == ckpts[-1:]
+    assert_bitwise_equal(final_weights(cfg, "tiny"), final_weights(ref, "tiny"))
+    _assert_same_history(cfg, ref)
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    loop.TrainLock(lock_file).check("tiny")  # released when train() returned
+
+
+def test_only_rank_0_takes_the_lock_and_every_rank_refuses_with_it(tiny, monkeypatch):
+    """Under torchrun the main process holds the lock for the group; another rank never locks
+    (its flock would collide with rank 0's) and stops when rank 0 reports the lock held."""
+    import hades.train.distributed as D
+    from hades.train import TrainerLocked
+
+    cfg, _ = tiny.config("ranks", steps=STEPS)
+    holder = loop.TrainLock(_ckpt_root(cfg) / loop.LOCK_FILE)
+    holder.acquire("tiny")  # the running group's rank 0
+    try:
+        monkeypatch.setattr(D, "init_distributed", lambda device: (D.DistInfo(rank=1, world_size=2), torch.device("cpu")))
+        monkeypatch.setattr(D, "broadcast_int", lambda info, value, device: 1)  # rank 0: refused
+        monkeypatch.setattr(loop.fcntl, "flock", lambda *a: pytest.fail("a rank other than 0 took the lock"))
+        with pytest.raises(TrainerLocked, match=f"PID {os.getpid()} on host"):
+            train(cfg, "tiny")
+    finally:
+        holder.release()
+
+
+@pytest.mark.parametrize("srun", [False, True], ids=["in-process", "own-slurm-step"])
+def test_rule_script_exits_73_while_another_trainer_holds_the_lock(tiny, monkeypatch, capsys, tmp_path, srun):
+    """workflow/scripts/train.py: the lock's refusal is exit status 73 with the one line on
+    stderr; as a launcher (srun or torchrun) it refuses before starting the trainer."""
+    import runpy
+    from types import SimpleNamespace
+
+    import yaml
+
+    from hades.train import EXIT_LOCKED
+
+    cfg, path = tiny.config("rule", steps=STEPS)
+    holder = loop.TrainLock(_ckpt_root(cfg) / loop.LOCK_FILE)
+    holder.acquire("tiny")
+    started = tmp_path / "srun-started"
+    if srun:
+        shim = tmp_path / "bin"
+        shim.mkdir()
+        (shim / "srun").write_text(f"#!/bin/sh\ntouch {started}\n")
+        (shim / "srun").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("SLURM_JOB_ID", "1")
+        monkeypatch.delenv("HADES_TRAIN_SRUN", raising=False)
+    sm = SimpleNamespace(log=[str(tmp_path / "train.log")], wildcards=SimpleNamespace(model="tiny"),
+                         config=yaml.safe_load(path.read_text()), resources={})
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(Path(loop.__file__).parents[2] / "workflow" / "scripts" / "train.py"),
+                           init_globals={"snakemake": sm}, run_name="__main__")
+    finally:
+        holder.release()
+    assert e.value.code == EXIT_LOCKED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: train tiny: model tiny: another trainer is running") and f"PID {os.getpid()}" in err[-1]
+    assert not started.exists(), "srun was started although the lock was held"
+
+
 # -- 2. checkpoint integrity -------------------------------------------------------------------
 
 

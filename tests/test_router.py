@@ -11,6 +11,7 @@ be chosen before Triton's `jit` wraps the kernels, so that part runs in a subpro
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
 
@@ -46,15 +47,17 @@ def test_cpu_is_the_reference_and_dtypes():
             assert torch.equal(a, ref)
 
 
-def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch):
+@pytest.mark.parametrize("variant", ["hades", "hades_shared_only"])
+def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch, variant):
     """HadesMixer._projections on the fast path (the fused op; on CPU it dispatches to the
     reference, so this checks the wiring: weights, the autocast dtype) == its plain path, forward
-    and backward, under bf16 autocast and without."""
+    and backward, under bf16 autocast and without; with Q = 0 too, whose scores still feed
+    L_balance."""
     from test_ssm_mixers import small_cfg
 
     from hades.models.mixers.hades import HadesMixer
 
-    mixer = HadesMixer(small_cfg("hades"), 0)
+    mixer = HadesMixer(small_cfg(variant), 0)
     params = [mixer.in_proj.weight, mixer.h_proj.weight]
     for autocast in (True, False):
         res = []

@@ -126,7 +126,8 @@ def test_hades_shared_only_without_bias_is_a_mamba2_of_H_heads():
     torch.manual_seed(0)
     hades, mamba2 = HadesMixer(hcfg, 0), Mamba2(mcfg, 0)
     randomize_(hades)
-    assert mamba2.n_heads == H and hades.h_proj is None
+    # the router stays (scores only, for L_balance) but must not change the output
+    assert mamba2.n_heads == H and hades.h_proj.weight.shape == (hcfg.n_candidates, hcfg.d_model + hcfg.n_filters)
 
     with torch.no_grad():
         # in_proj rows: HADES [z, x, B, C | dt_raw (M)] -> Mamba2 [z, x, B, C | dt (H)]; the
@@ -145,7 +146,58 @@ def test_hades_shared_only_without_bias_is_a_mamba2_of_H_heads():
         oh, om = hades(u, return_state=True), mamba2(u, return_state=True)
     torch.testing.assert_close(oh.y, om.y, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(oh.state["ssm"], om.state["ssm"], rtol=1e-5, atol=1e-6)
-    assert oh.aux["balance"].item() == 0.0, "no router, no balance loss"
+    assert oh.aux["balance"].item() > 0.0, "the unused scores still carry L_balance, as in the authors' code"
+
+
+def test_hades_shared_only_applies_the_balance_loss_to_its_unused_scores():
+    """Q = 0 keeps h_proj (E score outputs) and L_balance = Var(s)/(mean(s)^2 + eps) over all its
+    scores, as the authors' code does; its gradient reaches in_proj's dt_raw rows and the input
+    u (through r_t), never z, x, B, C or anything after the router."""
+    cfg = small_cfg("hades_shared_only")
+    M, E, D = cfg.n_filters, cfg.n_candidates, cfg.d_model
+    torch.manual_seed(0)
+    mixer = HadesMixer(cfg, 0).double()
+    randomize_(mixer)
+    u = (torch.randn(2, 19, D, dtype=torch.float64) + 0.5).requires_grad_()
+    out = mixer(u)
+    dt_raw = mixer.in_proj(u)[..., -M:]
+    r = u - torch.cumsum(u, dim=1) / torch.arange(1, 20, dtype=torch.float64)[:, None]
+    scores = mixer.h_proj(torch.cat([r, dt_raw], dim=-1))
+    assert scores.shape[-1] == E
+    expect = scores.var() / (scores.mean() ** 2 + 1e-10)
+    torch.testing.assert_close(out.aux["balance"], expect.float(), rtol=1e-6, atol=0)
+
+    mixer.zero_grad(set_to_none=True)
+    u.grad = None
+    mixer(u).aux["balance"].backward()
+    g = mixer.in_proj.weight.grad
+    assert g[-M:].abs().sum(dim=1).gt(0).all(), "L_balance did not reach every dt_raw row of in_proj"
+    assert torch.count_nonzero(g[:-M]) == 0, "L_balance reached in_proj rows other than dt_raw"
+    assert u.grad.abs().sum() > 0, "L_balance did not reach the block input"
+    assert mixer.h_proj.weight.grad.abs().sum() > 0
+    assert mixer.out_proj.weight.grad is None and mixer.A_log.grad is None, "L_balance must not reach past the router"
+
+
+def test_hades_lm_shared_only_sums_the_balance_loss_over_layers():
+    cfg = small_cfg("hades_shared_only")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, 24))
+    out = model(ids, labels=ids)
+    assert out.aux_losses["balance"] > 0
+    out.loss.backward()
+    for i, block in enumerate(model.layers):
+        assert block.mixer.h_proj.weight.grad.abs().sum() > 0, f"layer {i}: the scores got no gradient"
+
+
+def test_hades_with_every_filter_shared_has_no_router():
+    """E = 0 (M = S = H): no candidates, so no scores, no h_proj and no balance loss."""
+    cfg = small_cfg("hades_shared_only", n_active=8, n_shared=8)
+    assert cfg.n_filters == 8 and cfg.n_candidates == 0
+    mixer = HadesMixer(cfg, 0)
+    assert mixer.h_proj is None
+    out = mixer(torch.randn(2, 11, cfg.d_model))
+    assert out.aux["balance"].item() == 0.0 and torch.isfinite(out.y).all()
 
 
 # -- router gradients and parameter groups ---------------------------------------------------------------

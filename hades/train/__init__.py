@@ -3,7 +3,8 @@
 
 Entry points: `python -m hades.train --config config/config.yaml --model mamba2`, the same under
 `torchrun --standalone --nproc_per_node N -m hades.train ...`, and `hades train`. Exit statuses:
-0 done, 2 config error, 3 diverged (EXIT_DIVERGED), 75 preempted (EXIT_PREEMPTED: a checkpoint
+0 done, 2 config error, 3 diverged (EXIT_DIVERGED), 73 another trainer of the model is running
+(EXIT_LOCKED: wait for it or kill it, then rerun), 75 preempted (EXIT_PREEMPTED: a checkpoint
 was saved; rerun or requeue to resume).
 
 Attributes are imported lazily so that `hades --help` does not pay for importing torch.
@@ -17,8 +18,10 @@ _LAZY = {
     "train": "loop",
     "TrainingDiverged": "loop",
     "Preempted": "loop",
+    "TrainerLocked": "loop",
     "EXIT_DIVERGED": "loop",
     "EXIT_PREEMPTED": "loop",
+    "EXIT_LOCKED": "loop",
 }
 
 

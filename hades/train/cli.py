@@ -4,7 +4,8 @@
     torchrun --standalone --nproc_per_node 4 -m hades.train --config config/paper.yaml --model hades
 
 Exit statuses: 0 done; 2 config error; 3 training diverged (non-finite loss, the last good
-checkpoint kept); 75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (rerun to resume).
+checkpoint kept); 73 another trainer of the same model holds its lock (wait for it or kill it,
+then rerun); 75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (rerun to resume).
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
 
-    from .loop import EXIT_DIVERGED, EXIT_PREEMPTED, Preempted, TrainingDiverged, train
+    from .loop import (
+        EXIT_DIVERGED,
+        EXIT_LOCKED,
+        EXIT_PREEMPTED,
+        Preempted,
+        TrainerLocked,
+        TrainingDiverged,
+        train,
+    )
 
     try:
         train(cfg, args.model, rule=args.rule)
@@ -54,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_DIVERGED  # already reported by the loop
     except Preempted:
         return EXIT_PREEMPTED
+    except TrainerLocked as e:
+        log.error("%s", e)
+        return EXIT_LOCKED
     return 0
 
 
@@ -61,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hades.train",
         description="Train one grid id of a pipeline config, resuming from its checkpoints.",
-        epilog="exit status: 0 done, 2 config error, 3 diverged, 75 preempted (rerun to resume)",
+        epilog="exit status: 0 done, 2 config error, 3 diverged, 73 another trainer of the model is running, "
+        "75 preempted (rerun to resume)",
     )
     add_arguments(p)
     args = p.parse_args(argv)

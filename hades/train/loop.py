@@ -13,6 +13,11 @@ same loss curve (up to float summation order), and a resumed run sees exactly th
 an uninterrupted one (bitwise on CPU).
 
 Reliability (docs/reliability.md):
+- one trainer per model: the main process holds an exclusive flock on
+  results/checkpoints/{model}/.train.lock for the whole run (`TrainLock`); a second trainer of
+  the same model (an orphan of a dead Snakemake still running, say) refuses at once with
+  TrainerLocked, exit status EXIT_LOCKED (73). The kernel drops the lock when the holder dies,
+  kill -9 included, so it never goes stale;
 - checkpoints every `checkpoint_every` updates (checkpoint.py: atomic, checksummed,
   weights_only); a restart resumes from the newest good one, and falls back past a corrupt one;
 - metrics.jsonl is restored from the checkpoint's copy on resume (no duplicated or missing
@@ -32,12 +37,14 @@ from scratch, delete results/checkpoints/{model}/step_*.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import math
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from contextlib import nullcontext
@@ -76,6 +83,8 @@ log = logging.getLogger("hades.train")
 
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: temporary failure, rerun (requeue) to resume
+EXIT_LOCKED = 73  # sysexits.h EX_CANTCREAT: the model's outputs belong to a trainer still running
+LOCK_FILE = ".train.lock"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # TrainConfig fields that change how a run is recorded, not what it computes: a checkpoint
 # written under other values of these is still resumed.
@@ -101,6 +110,65 @@ class Preempted(RuntimeError):
             f"stopped by {signal.Signals(signum).name} after step {step}: {where}; "
             f"exit {EXIT_PREEMPTED} (requeue or rerun to resume)"
         )
+
+
+class TrainerLocked(RuntimeError):
+    def __init__(self, grid_id: str, lock_path: Path, holder: dict[str, Any] | None):
+        self.grid_id, self.lock_path, self.holder = grid_id, lock_path, holder
+        if holder:
+            who = f"PID {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
+            todo = f"wait for it or kill PID {holder.get('pid')}; then rerun"
+        else:  # locked an instant ago, its holder not written yet
+            who = "a process that has not recorded its PID yet"
+            todo = f"wait for it or kill the process holding it (`fuser {lock_path}`); then rerun"
+        super().__init__(f"model {grid_id}: another trainer is running on it ({lock_path} is locked by {who}); {todo}")
+
+
+class TrainLock:
+    """The exclusive per-model trainer lock: a non-blocking fcntl.flock on `path`, with the
+    holder's PID, host and start time written into the file after locking (for the refusal).
+
+    flock, not a PID file: the kernel releases it when the holding process dies, however it
+    dies, so there is nothing stale to clean up; a crashed trainer's rerun just takes it. The
+    file itself stays (unlinking a lock file races with a process that just opened it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def _lock(self, grid_id: str) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TrainerLocked(grid_id, self.path, self.holder()) from None
+        return fd
+
+    def acquire(self, grid_id: str) -> None:
+        """Take the lock for this process, or raise TrainerLocked naming its holder."""
+        fd = self._lock(grid_id)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        self.fd = fd
+
+    def check(self, grid_id: str) -> None:
+        """Raise TrainerLocked if a trainer holds the lock; take nothing (a launcher's early check)."""
+        os.close(self._lock(grid_id))
+
+    def holder(self) -> dict[str, Any] | None:
+        """What the holder wrote into the lock file, None if nothing (yet) or unreadable."""
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the flock
+            self.fd = None
 
 
 def open_dataset(manifest_path: str | Path, split: str):
@@ -271,15 +339,30 @@ def train(cfg: Config, grid_id: str, *, rule: str = "train") -> dict[str, Any]:
     """Train grid id `grid_id` of `cfg` (resuming if checkpoints exist) and export it.
 
     Runs as one process, or as every rank under torchrun. Returns the summary (also written
-    to results/train/{grid_id}/summary.json). Raises TrainingDiverged or Preempted (see the
-    module docstring for their exit statuses), ConfigError for an inconsistent config.
+    to results/train/{grid_id}/summary.json). Raises TrainingDiverged, Preempted or
+    TrainerLocked (see the module docstring for their exit statuses), ConfigError for an
+    inconsistent config.
     """
     exp = cfg.experiment(grid_id)
     info, device = D.init_distributed(exp.train.device)
+    lock = TrainLock(TrainPaths.of(cfg, grid_id).ckpt_root / LOCK_FILE)
     try:
+        # Only the main process locks, before anything touches the model's files: it is the
+        # one that writes them (checkpoints, metrics, MLflow); the other ranks only read, and
+        # a lock of their own would collide with rank 0's. They learn the outcome by broadcast,
+        # so a refused group stops together instead of waiting in a collective.
+        refused = None
+        if info.is_main:
+            try:
+                lock.acquire(grid_id)
+            except TrainerLocked as e:
+                refused = e
+        if D.broadcast_int(info, int(refused is not None), device):
+            raise refused or TrainerLocked(grid_id, lock.path, lock.holder())
         with StopSignal() as stop:
             return _Trainer(cfg, grid_id, exp, info, device, stop, rule).run()
     finally:
+        lock.release()
         D.shutdown(info)
 
 

@@ -3,7 +3,9 @@
 One process by default; with more than one GPU in the job (resource `gpu`, or `gpus`) and
 CUDA available, `torchrun --standalone --nproc_per_node <GPUs>` runs the same entry point
 (`python -m hades.train`) on a copy of the job's config. Exit status 75 = preempted after a
-checkpoint (rerun to resume), 3 = diverged, 2 = config error.
+checkpoint (rerun to resume), 73 = another trainer of the model is still running (its lock,
+results/checkpoints/{model}/.train.lock: wait for it or kill it, then rerun), 3 = diverged,
+2 = config error.
 
 Inside a Slurm job (SLURM_JOB_ID set, `srun` on PATH) the trainer runs as its own job step,
 `srun --overlap --ntasks=1 python -m hades.train ...` (or torchrun), so that Slurm's signals
@@ -25,6 +27,7 @@ import sys
 import yaml
 
 from hades.config import ConfigError, load_config
+from hades.train.loop import EXIT_LOCKED, TrainerLocked
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 logging.basicConfig(
@@ -47,12 +50,22 @@ def own_slurm_step() -> bool:
 def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
     """Run the trainer as a child process (torchrun when n_gpus > 1, inside its own Slurm job
     step when `srun`); forward SIGTERM/SIGUSR1 to it (it checkpoints at the next step boundary)
-    and map a preemption to EXIT_PREEMPTED."""
+    and map a preemption to EXIT_PREEMPTED, a refusal by the model's lock to EXIT_LOCKED."""
     from hades.train.atomic import atomic_write_bytes
-    from hades.train.loop import EXIT_DIVERGED, EXIT_PREEMPTED, TrainPaths
+    from hades.train.loop import (
+        EXIT_DIVERGED,
+        EXIT_LOCKED,
+        EXIT_PREEMPTED,
+        LOCK_FILE,
+        TrainLock,
+        TrainPaths,
+    )
 
     paths = TrainPaths.of(cfg, grid_id)
-    paths.ckpt_root.mkdir(parents=True, exist_ok=True)
+    lock = TrainLock(paths.ckpt_root / LOCK_FILE)
+    # refuse before rewriting the running trainer's config copy and marker, or starting
+    # torchrun/srun; the trainer's rank 0 then takes the lock itself (hades.train.loop.train)
+    lock.check(grid_id)
     cfg_file = paths.ckpt_root / "pipeline_config.yaml"  # the job's config, overrides included
     atomic_write_bytes(cfg_file, yaml.safe_dump(dict(sm.config), sort_keys=False).encode())
     cmd = [sys.executable, "-m", "hades.train", "--config", str(cfg_file), "--model", grid_id]
@@ -77,7 +90,9 @@ def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
         rc = proc.wait()
     if rc != 0 and paths.preempted.exists():
         return EXIT_PREEMPTED
-    if srun and rc not in (0, 2, EXIT_DIVERGED):
+    if rc not in (0, EXIT_LOCKED):
+        lock.check(grid_id)  # torchrun reports a worker's 73 as 1: a trainer that won the race since
+    if srun and rc not in (0, 2, EXIT_DIVERGED, EXIT_LOCKED):
         log.error(
             "srun exited with status %d; if it could not start the step (srun's error is above), "
             "HADES_TRAIN_SRUN=0 runs the trainer inside the job's step instead (Slurm's signals then "
@@ -112,6 +127,10 @@ try:
         sys.exit(EXIT_DIVERGED)
     except Preempted:
         sys.exit(EXIT_PREEMPTED)
+except TrainerLocked as e:  # from train() or the launcher's check in subprocess_train
+    log.error("%s", e)
+    print(f"error: train {grid_id}: {e}", file=sys.stderr)  # also on Snakemake's console
+    sys.exit(EXIT_LOCKED)
 except Exception:
     log.exception("rule train failed")
     raise

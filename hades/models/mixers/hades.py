@@ -41,12 +41,18 @@ Steps (u: (batch, seqlen, D)):
 
 Degenerate configs:
   * S = 0 (hades_expert_only): all H slots routed from E = M candidates.
-  * S = H (hades_shared_only): Q = 0, nothing is routed, so there is no router: h_proj is None
-    and "balance" is a constant 0. (The authors' code still builds h_proj with E score outputs
-    there; top-0 ignores them and they only train against their own balance loss, so the model
-    function is the same; ours has (D + M) E fewer parameters per layer.) in_proj keeps its M
-    dt_raw outputs so the layout matches the routed variants; the first E go unused. With γ = 0
-    this variant is exactly a Mamba2 mixer of H heads (tests/test_ssm_mixers.py).
+  * S = H (hades_shared_only): Q = 0, nothing is routed, but h_proj stays, as in the authors'
+    code (Linear(D + M -> E + Q = E), scores only, no bias outputs): the scores s_t are computed
+    and L_balance applied to them exactly as for full HADES, and never used for routing. That
+    is not dead weight: L_balance's gradient flows through h_proj's inputs into in_proj (all M
+    dt_raw rows) and, through r_t, into the block input and the residual stream, so dropping it
+    would train a different model. The forward output does not depend on the scores: with
+    γ = 0 this variant is exactly a Mamba2 mixer of H heads (tests/test_ssm_mixers.py). in_proj
+    keeps its M dt_raw outputs so the layout matches the routed variants; the shared slots read
+    the last S, the first E feed only h_proj.
+  * E = 0 (M = S: every filter shared, no candidates): no scores at all, so h_proj is None and
+    "balance" is a constant 0 (the authors' h_proj would have 0 outputs, and the variance of
+    an empty score tensor is not a loss).
 
 Analysis hooks (nn.Identity, fed in `forward`; read them with register_forward_hook):
 hook_slot_outputs (B, T, H, P) after the gated norm, hook_delta (B, T, H), hook_delta_no_bias
@@ -111,7 +117,8 @@ class HadesMixer(Mixer):
 
         self.in_proj = nn.Linear(cfg.d_model, 2 * self.d_ssm + 2 * G * N + M, bias=False)
         self.conv = ShortConv(self.d_ssm + 2 * G * N, cfg.d_conv, activation=True, bias=True)
-        self.h_proj = nn.Linear(cfg.d_model + M, E + Q, bias=False) if Q > 0 else None
+        # kept whenever there are candidates to score, also with Q = 0 (module docstring)
+        self.h_proj = nn.Linear(cfg.d_model + M, E + Q, bias=False) if E > 0 else None
         self.dt_bias = nn.Parameter(torch.empty(1))
         self.gamma = nn.Parameter(torch.empty(H))
         self.A_log = nn.Parameter(torch.empty(H))
@@ -198,19 +205,21 @@ class HadesMixer(Mixer):
         return self._prefix_centred(self._router_proj(u))
 
     def _route(self, r_proj: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """r_proj: (..., E + Q) = W_r r_t (None when Q = 0), dt_raw: (..., M) ->
-        delta (..., H) fp32, delta_no_bias (..., H) fp32 (Δ without γ b), ids (..., H) int64
-        (slot order: Q experts, then S shared), scores (..., E) fp32 or None when Q = 0."""
+        """r_proj: (..., E + Q) = W_r r_t or None, dt_raw: (..., M) -> delta (..., H) fp32,
+        delta_no_bias (..., H) fp32 (Δ without γ b), ids (..., H) int64 (slot order: Q experts,
+        then S shared), scores (..., E) fp32, None when r_proj is. r_proj may be None only when
+        Q = 0 (nothing routed: without h_proj, or when decoding, where the scores are unused)."""
         Q, S = self.n_experts, self.n_shared
         shared = self.shared_ids(dt_raw.device).expand(*dt_raw.shape[:-1], S)
         scores, bias = None, None
-        if Q > 0:
+        if r_proj is not None:
             # [s_t, b_t] = h_proj([r_t || dt_raw_t]) = W_r r_t + W_dt dt_raw_t, in fp32
             _, W_dt = self._router_weights()
             ct = torch.promote_types(r_proj.dtype, torch.float32)
             with torch.autocast(dt_raw.device.type, enabled=False):
                 router = r_proj.to(ct) + F.linear(dt_raw.to(ct), W_dt.to(ct))
             scores, bias = torch.split(router, [self.n_candidates, Q], dim=-1)
+        if Q > 0:
             experts = torch.topk(scores, Q, dim=-1).indices  # indices: no gradient flows
             ids = torch.cat([experts, shared], dim=-1)
         else:
@@ -228,7 +237,7 @@ class HadesMixer(Mixer):
 
     def _route_from_proj(self, v: Tensor | None, dt_raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Steps 3-6 of the parallel forward plus L_balance, after the router's one matrix
-        product: v = W_r u (B, T, E + Q) fp32 (`_router_proj`; None when Q = 0), dt_raw (B, T, M)
+        product: v = W_r u (B, T, E + Q) fp32 (`_router_proj`; None without h_proj), dt_raw (B, T, M)
         -> delta, delta_no_bias (B, T, H) fp32, ids (B, T, H) int64, balance () fp32.
 
         Plain tensor ops only, so that torch.compile can fuse them: eagerly they are ~30 kernel
@@ -242,15 +251,15 @@ class HadesMixer(Mixer):
 
     # -- parallel forward --------------------------------------------------------------------------
     def _projections(self, u: Tensor) -> tuple[Tensor, Tensor | None]:
-        """u (B, T, D) -> in_proj(u), and v = W_r u in fp32 (None when Q = 0). On the fast path
+        """u (B, T, D) -> in_proj(u), and v = W_r u in fp32 (None without h_proj). On the fast path
         with fp32 u (the block norm's output beside the fp32 residual) one op computes both and
         sums u's two gradients in one kernel (kernels/router: the cast, the fp32 product and the
         add of the plain path cost ~0.2 ms a layer at the paper's shape on an H100)."""
-        if self.n_experts > 0 and self.use_fast_path(u) and u.dtype == torch.float32:
+        if self.h_proj is not None and self.use_fast_path(u) and u.dtype == torch.float32:
             dev = u.device.type
             dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else u.dtype
             return in_router_proj(u, self.in_proj.weight, self._router_weights()[0], dtype)
-        v = self._router_proj(u) if self.n_experts > 0 else None  # W_r u, one fp32 product
+        v = self._router_proj(u) if self.h_proj is not None else None  # W_r u, one fp32 product
         return self.in_proj(u), v
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
@@ -316,7 +325,7 @@ class HadesMixer(Mixer):
         n_tokens = state["n_tokens"] + 1
         r = u.float() - u_sum / n_tokens[:, None].float()
         r_proj = None
-        if self.n_experts > 0:
+        if self.n_experts > 0:  # with Q = 0 the scores would only feed L_balance: not computed here
             with torch.autocast(u.device.type, enabled=False):
                 r_proj = F.linear(r, self._router_weights()[0].float())
         delta, _, _, _ = self._route(r_proj, dt_raw)
