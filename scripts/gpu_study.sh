@@ -48,7 +48,9 @@ date -u +"end %Y-%m-%dT%H:%M:%SZ"
 tar czf "$OUT/results.tgz" --exclude='results/checkpoints' --exclude='results/data/tokens/*.bin' \
   --exclude='results/data/corpus' --exclude='results/eval_data' --exclude='results/device' results .snakemake/log 2>/dev/null
 ls -la "$OUT/results.tgz"
-tar czf - -C "$TRITON_CACHE_DIR" . 2>/dev/null | split -b 15000000 - "$OUT/triton.part-"
-n=$(ls "$OUT"/triton.part-* | wc -l)
-if [ "$n" -gt 4 ]; then echo "triton cache: $n parts, too large to bring back"; rm -f "$OUT"/triton.part-*; fi
+if [ "${STUDY_TRITON_BACK:-1}" = 1 ]; then  # the tool brings back 8 files: 3-4 of them would be this
+  tar czf - -C "$TRITON_CACHE_DIR" . 2>/dev/null | split -b 15000000 - "$OUT/triton.part-"
+  n=$(ls "$OUT"/triton.part-* | wc -l)
+  if [ "$n" -gt 4 ]; then echo "triton cache: $n parts, too large to bring back"; rm -f "$OUT"/triton.part-*; fi
+fi
 exit $rc
