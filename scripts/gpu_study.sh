@@ -40,6 +40,7 @@ t1=$SECONDS
 # jobs share it (small models: several trainings at once keep it busier than one)
 # (a time limit below the device call's, so that what finished still comes back; a rerun resumes)
 timeout "${STUDY_TIMEOUT_S:-540}" python3 -m snakemake --cores all --configfile config/gpu.yaml --scheduler greedy \
+  --resources gpu="${STUDY_GPU_JOBS:-8}" \
   --keep-going --printshellcmds "$@"
 rc=$?
 echo "snakemake exit $rc after $((SECONDS - t1)) s (DAG wall time)"

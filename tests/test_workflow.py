@@ -29,6 +29,8 @@ from hades.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = load_config(ROOT / "config" / "config.yaml")
 PAPER = load_config(ROOT / "config" / "paper.yaml")
+GPU_STUDY = ROOT / "config" / "gpu.yaml"
+SHARED = ROOT.parent / "shared"  # the project's data samples, beside the checkout (CI has them)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 GPU_RULES = ("train", "lm_eval", "passkey")
 
@@ -133,6 +135,23 @@ SOCKET_GUARD = textwrap.dedent(
     socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
     """
 )
+
+
+@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason=f"no {SHARED}/data beside the checkout")
+def test_gpu_study_config_validates_and_plans_every_model(tmp_path):
+    """config/gpu.yaml (the one-GPU study): schema-valid, and a dry run plans every grid id's
+    training and evaluation, the nine benchmark conversions from ../shared/data and passkey.
+    Its paths are relative to the working directory, so ../shared sits next to it here too."""
+    cfg = load_config(GPU_STUDY)
+    assert len(cfg.experiments) >= 11 and {"smamba", "mamba2", "hades"} <= set(cfg.experiments)
+    (tmp_path / "shared").symlink_to(SHARED)
+    out = ok(snakemake("-n", "--configfile", str(GPU_STUDY), "--resources", "gpu=8", workdir=tmp_path / "wd"))
+    counts = rule_counts(planned_jobs(out))
+    assert counts["train"] == counts["lm_eval"] == len(cfg.experiments), counts
+    assert counts["prepare_eval_data"] == 9, counts
+    assert counts["passkey"] == len(cfg.passkey["models"]), counts
+    for rule in ("corpus", "tokenizer", "tokenize", "study_table", "tables", "all"):
+        assert counts[rule] == 1, (rule, counts)
 
 
 def test_paper_dry_run_prints_the_full_dag_offline(tmp_path, workdir):

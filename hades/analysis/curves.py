@@ -78,9 +78,13 @@ def aux_keys(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def plot_loss(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
-    """Training loss vs tokens, one line per grid id, in the house colours."""
+    """Training loss vs tokens, one line per grid id, in the house colours; with a second panel
+    of the validation loss (train.eval_every: the same fixed windows every time) when any run
+    logged one, so overfitting shows as the gap between the panels."""
+    with_val = any("val_loss" in r for run in runs.values() for r in run.metrics)
     with style.style():
-        fig, ax = style.new_figure(8.0, 4.0)
+        fig, axes = style.new_figure(12.0 if with_val else 8.0, 4.0, ncols=2 if with_val else 1, squeeze=False)
+        ax = axes[0][0]
         key = None
         for gid in style.order_grid(runs):
             key = loss_key(runs[gid].metrics)
@@ -88,11 +92,19 @@ def plot_loss(runs: Mapping[str, Run], labels: Mapping[str, str] | None = None):
                 continue
             x, y = series(runs[gid].metrics, key)
             ax.plot(x, y, gid=gid, label=style.grid_label(gid, labels), **style.grid_style(gid))
+            if with_val:
+                xv, yv = series(runs[gid].metrics, "val_loss")
+                axes[0][1].plot(xv, yv, gid=gid, marker=".", **style.grid_style(gid))
         ax.set_xlabel("training tokens")
         ax.set_ylabel("training loss" + (" (cross-entropy)" if key and key != "loss" else ""))
         ax.set_title("Training loss")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-        _legend_outside(fig, [ax])
+        if with_val:
+            axes[0][1].set_xlabel("training tokens")
+            axes[0][1].set_ylabel("validation cross-entropy")
+            axes[0][1].set_title("Validation loss (fixed windows of the val split)")
+        for a in axes[0]:
+            a.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+        _legend_outside(fig, list(axes[0]))
     return fig
 
 
