@@ -17,7 +17,9 @@ import os
 import sys
 
 from hades.config import ConfigError, config_hash, load_config, read_yaml
-from hades.data.corpus import expand_text_files  # stdlib only: parsing stays fast (no torch)
+
+# stdlib only: parsing stays fast (no torch)
+from hades.data.corpus import expand_text_files
 from hades.data.io import DataError, sha256_file
 
 
@@ -59,7 +61,9 @@ PASSKEY_MODELS = list(CFG.passkey.get("models", []))
 TEXT_FILES = []
 if CFG.data["source"] == "text_files":
     try:
-        TEXT_FILES = [str(p) for p in expand_text_files(CFG.data.get("text_files") or [])]
+        TEXT_FILES = [
+            str(p) for p in expand_text_files(CFG.data.get("text_files") or [])
+        ]
     except DataError as e:
         config_problem(f"{CONFIG_SOURCE}: {e}")
 if PASSKEY_MODELS and CFG.passkey.get("max_length") is not None:
