@@ -182,3 +182,21 @@ def test_initialisation_follows_each_reference():
             w = mixer.out_proj.weight
             expected = 1 / math.sqrt(3 * w.shape[1]) / math.sqrt(mc.n_layer)
             assert abs(w.std().item() / expected - 1) < 0.1, (gid, w.std().item(), expected)
+
+
+def test_architecture_ids_agree_and_every_mixer_imports():
+    """ARCHS (config validation), the schema's arch enum and the mixer REGISTRY name the same ids,
+    and each registered module imports: a config can never pass validation for an arch whose
+    mixer is missing (as `smamba` once did)."""
+    import importlib
+
+    import yaml
+
+    from hades.config import ARCHS, SCHEMA_PATH
+    from hades.models.mixers import REGISTRY, mixer_class
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert list(ARCHS) == list(REGISTRY) == schema["$defs"]["arch"]["enum"]
+    for arch, target in REGISTRY.items():
+        module, name = target.split(":")
+        assert mixer_class(arch) is getattr(importlib.import_module(module), name)
