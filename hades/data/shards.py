@@ -380,21 +380,26 @@ class TokenDataset:
         self._arrays: list[np.ndarray] = []
         self._offsets: list[int] = []  # global offset of each shard's first token
         n = 0
-        for s in m["splits"][split]["shards"]:
+        for i, s in enumerate(m["splits"][split]["shards"]):
             path = self.manifest_path.parent / s["file"]
+            # `--forcerun tokenize` would rerun only the manifest job, which refuses the same
+            # shard and leaves no manifest; forcing the shard's own job (its record, a declared
+            # output) rebuilds the shard, then the manifest
+            repair = (
+                f"rebuild it with `snakemake --cores all --forcerun "
+                f"{part_path(self.manifest_path.parent, split, i)} --until tokenize`"
+            )
             if not path.is_file():
-                raise DataError(
-                    f"{path}: shard listed in {self.manifest_path} is missing; rerun `snakemake --forcerun tokenize`"
-                )
+                raise DataError(f"{path}: shard listed in {self.manifest_path} is missing; {repair}")
             size = path.stat().st_size
             if size != s["bytes"]:
                 raise DataError(
                     f"{path}: {size} bytes but {self.manifest_path.name} says {s['bytes']} "
-                    f"(truncated or stale shard); rerun `snakemake --forcerun tokenize`"
+                    f"(truncated or stale shard); {repair}"
                 )
             if verify == "hash" and sha256_file(path) != s["sha256"]:
                 raise DataError(
-                    f"{path}: sha256 differs from {self.manifest_path.name} (corrupted shard); rerun `snakemake --forcerun tokenize`"
+                    f"{path}: sha256 differs from {self.manifest_path.name} (corrupted shard); {repair}"
                 )
             if s["n_tokens"] == 0:
                 continue
