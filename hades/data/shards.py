@@ -273,7 +273,9 @@ def write_manifest(
             size = (out_dir / r["file"]).stat().st_size if (out_dir / r["file"]).is_file() else None
             if size != r["bytes"]:
                 raise DataError(
-                    f"{out_dir}/{r['file']}: {size} bytes on disk, its record says {r['bytes']}"
+                    f"{out_dir}/{r['file']}: {size} bytes on disk, its record says {r['bytes']}; "
+                    f"rebuild it with `snakemake --cores all --forcerun "
+                    f"{part_path(out_dir, split, r['shard_index'])} --until tokenize`"
                 )
         splits[split] = {
             "n_tokens": sum(r["n_tokens"] for r in recs),
