@@ -348,6 +348,11 @@ def test_truncated_shard_refused_and_redone(built, tmp_path):
     with pytest.raises(DataError, match="truncated or stale shard") as e:
         TokenDataset(manifest)
     assert "\n" not in str(e.value)
+    # the advice forces the shard's own job (tests/test_recovery.py runs it)
+    assert f"--forcerun {part_path(tokens, 'train', 1)} --until tokenize`" in str(e.value)
+    with pytest.raises(DataError, match="bytes on disk") as e:  # the manifest job's refusal
+        write_manifest(tokens, built["corpus"], built["tokenizer"])
+    assert f"--forcerun {part_path(tokens, 'train', 1)} --until tokenize`" in str(e.value)
     shard.write_bytes(good[:-2] + b"\xff\xff")  # right size, wrong bytes
     TokenDataset(manifest)  # size check passes
     with pytest.raises(DataError, match="sha256"):

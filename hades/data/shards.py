@@ -273,7 +273,9 @@ def write_manifest(
             size = (out_dir / r["file"]).stat().st_size if (out_dir / r["file"]).is_file() else None
             if size != r["bytes"]:
                 raise DataError(
-                    f"{out_dir}/{r['file']}: {size} bytes on disk, its record says {r['bytes']}"
+                    f"{out_dir}/{r['file']}: {size} bytes on disk, its record says {r['bytes']}; "
+                    f"rebuild it with `snakemake --cores all --forcerun "
+                    f"{part_path(out_dir, split, r['shard_index'])} --until tokenize`"
                 )
         splits[split] = {
             "n_tokens": sum(r["n_tokens"] for r in recs),
@@ -380,21 +382,26 @@ class TokenDataset:
         self._arrays: list[np.ndarray] = []
         self._offsets: list[int] = []  # global offset of each shard's first token
         n = 0
-        for s in m["splits"][split]["shards"]:
+        for i, s in enumerate(m["splits"][split]["shards"]):
             path = self.manifest_path.parent / s["file"]
+            # `--forcerun tokenize` would rerun only the manifest job, which refuses the same
+            # shard and leaves no manifest; forcing the shard's own job (its record, a declared
+            # output) rebuilds the shard, then the manifest
+            repair = (
+                f"rebuild it with `snakemake --cores all --forcerun "
+                f"{part_path(self.manifest_path.parent, split, i)} --until tokenize`"
+            )
             if not path.is_file():
-                raise DataError(
-                    f"{path}: shard listed in {self.manifest_path} is missing; rerun `snakemake --forcerun tokenize`"
-                )
+                raise DataError(f"{path}: shard listed in {self.manifest_path} is missing; {repair}")
             size = path.stat().st_size
             if size != s["bytes"]:
                 raise DataError(
                     f"{path}: {size} bytes but {self.manifest_path.name} says {s['bytes']} "
-                    f"(truncated or stale shard); rerun `snakemake --forcerun tokenize`"
+                    f"(truncated or stale shard); {repair}"
                 )
             if verify == "hash" and sha256_file(path) != s["sha256"]:
                 raise DataError(
-                    f"{path}: sha256 differs from {self.manifest_path.name} (corrupted shard); rerun `snakemake --forcerun tokenize`"
+                    f"{path}: sha256 differs from {self.manifest_path.name} (corrupted shard); {repair}"
                 )
             if s["n_tokens"] == 0:
                 continue

@@ -8,7 +8,10 @@
 # MLflow run id next to them are deliberately *not* outputs. Snakemake deletes the declared
 # outputs of a failed job, so these survive, and rerunning the rule (or the profile's
 # `retries`) continues from the newest good checkpoint into the same MLflow run. A job stopped
-# by SIGTERM exits with status 75 after writing a checkpoint (docs/reliability.md).
+# by SIGTERM exits with status 75 after writing a checkpoint (docs/reliability.md). After a
+# kill -9 of snakemake itself: `snakemake --unlock && snakemake --cores all --rerun-incomplete`.
+# Snakemake deletes the declared log before a rerun; the script also appends every attempt's
+# lines to results/logs/train/{model}.attempts.log (undeclared), so a crash's traceback stays.
 # Reruns: params carry the hash of the resolved experiment, so editing one grid entry retrains
 # only that model (and what reads it); a retrain with another config sets old checkpoints aside.
 # Cluster resources: slurm/config.yaml (set-resources train) overrides the defaults below.

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import yaml
 
@@ -30,11 +31,19 @@ from hades.config import ConfigError, load_config
 from hades.train.loop import EXIT_LOCKED, TrainerLocked
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
+# Snakemake deletes a job's declared log before it reruns the job, so the log of a crashed or
+# killed attempt (its traceback, the step it reached) would be gone once the rerun starts.
+# Every line therefore also goes to <log>.attempts.log beside it: undeclared, only appended to,
+# one "attempt started" line per job (docs/reliability.md, section 12).
+ATTEMPTS_LOG = sm.log[0].removesuffix(".log") + ".attempts.log"
 logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    level=logging.INFO,
+    format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    handlers=[logging.FileHandler(sm.log[0]), logging.FileHandler(ATTEMPTS_LOG)],
 )
 log = logging.getLogger("hades.train")
 grid_id = sm.wildcards.model
+log.info("attempt started: rule train, model %s, pid %d, host %s", grid_id, os.getpid(), os.uname().nodename)
 
 
 def own_slurm_step() -> bool:
@@ -76,8 +85,17 @@ def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
         cmd = ["srun", "--overlap", "--ntasks=1", "--nodes=1", f"--job-name=train-{grid_id}", *cmd]
     paths.preempted.unlink(missing_ok=True)  # a marker left by an earlier job is not this one's
     log.info("launching %s", " ".join(cmd))
-    with open(sm.log[0], "a") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    with open(sm.log[0], "ab") as out, open(ATTEMPTS_LOG, "ab") as attempts:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def copy_output():  # the child's lines into both logs, as they come
+            for line in proc.stdout:
+                for f in (out, attempts):
+                    f.write(line)
+                    f.flush()
+
+        copier = threading.Thread(target=copy_output, daemon=True)
+        copier.start()
         forwarded = set()
 
         def forward(signum, frame):
@@ -88,6 +106,7 @@ def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
         for s in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(s, forward)
         rc = proc.wait()
+        copier.join()
     if rc != 0 and paths.preempted.exists():
         return EXIT_PREEMPTED
     if rc not in (0, EXIT_LOCKED):
