@@ -341,15 +341,20 @@ def _reroot_artifacts(cfg: Config, exp) -> None:
         con.execute("BEGIN IMMEDIATE")
         con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, int(exp.experiment_id)))
         # a run's artifact_uri is <experiment location>/<run id>/artifacts
-        con.execute(
-            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-            (new, len(old) + 1, int(exp.experiment_id), len(old), old),
-        )
+        moved = "experiment_id = ? AND substr(artifact_uri, 1, ?) = ?", (int(exp.experiment_id), len(old), old)
+        runs = [r for (r,) in con.execute(f"SELECT run_uuid FROM runs WHERE {moved[0]}", moved[1])]
+        con.execute(f"UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE {moved[0]}", (new, len(old) + 1, *moved[1]))
         con.execute("COMMIT")
     except sqlite3.Error as e:
         raise TrackingStoreError(describe_failure(cfg.tracking_uri, e)) from None
     finally:
         con.close()
+    # MLflow keeps each run's artifact repository per process, by run id: a process that used the
+    # old tree (a test, a notebook) would go on writing there
+    from mlflow.tracking._tracking_service import utils
+
+    for rid in runs:
+        utils._artifact_repos_cache.pop(rid, None)
     log.warning("MLflow artifacts of experiment %s moved from %s to %s (the results directory moved)", exp.name, old, new)
 
 

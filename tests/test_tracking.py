@@ -275,7 +275,7 @@ def test_a_read_only_store_stops_training_at_start_in_one_line(tiny):
 
 
 def test_a_moved_checkout_continues_its_runs_with_artifacts_in_its_own_tree(tiny):
-    """Train and evaluate in checkout A, copy A's whole results directory to B, rerun there: the
+    """Train in checkout A, copy A's whole results directory to B, rerun and evaluate there: the
     experiment and the run point at B's artifacts (A's are left alone), and the model still has
     one run, FINISHED, holding A's history and B's new numbers."""
     cfg_a, _ = tiny.config("A", steps=6, checkpoint_every=3)
@@ -303,3 +303,12 @@ def test_a_moved_checkout_continues_its_runs_with_artifacts_in_its_own_tree(tiny
     assert sorted(p.relative_to(a_results) for p in (a_results / "mlflow" / "artifacts").rglob("*")) == a_files
     assert len(mlflow_runs(cfg_b, "tiny")) == 1, "no second run, not even a retired one"
     assert [m.step for m in metric_history(cfg_b, rid, "train/loss")] == list(range(1, 7))
+
+    # another copy, retrained from scratch (its checkpoints, and the run-id file, deleted): the
+    # new run retires A's, although that one is tagged with A's results directory
+    c_results = tiny.root / "C" / "results"
+    shutil.copytree(a_results, c_results)
+    shutil.rmtree(c_results / "checkpoints" / "tiny")
+    cfg_c = load_config(write_config(tiny.root / "C" / "config.yaml", config_dict(c_results, steps=6, checkpoint_every=3)))
+    new = train(cfg_c, "tiny")["mlflow_run_id"]
+    assert [r.info.run_id for r in mlflow_runs(cfg_c, "tiny", all_stages=False)] == [new], "one run per model"
