@@ -162,13 +162,13 @@ def _busy_timeout_rewrite(conn, cursor, statement, parameters, context, executem
 
 def _retry(fn: Callable[[], T], what: str, deadline_s: float = 300.0) -> T:
     """Call fn until it succeeds; back off on transient store errors (SQLite lock contention).
-    No attempt waits on a lock past the deadline (the busy timeout is capped to it)."""
+    No attempt waits on a lock past the deadline (its busy timeout is capped to the time left)."""
     start, delay, attempt = time.monotonic(), 0.05, 0
     outer = getattr(_busy, "ms", _MLFLOW_BUSY_MS)
-    _busy.ms = min(outer, max(100, int(deadline_s * 1000)))
     try:
         while True:
             attempt += 1
+            _busy.ms = min(outer, max(100, int((start + deadline_s - time.monotonic()) * 1000)))
             try:
                 return fn()
             except Exception as e:
