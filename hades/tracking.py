@@ -17,7 +17,17 @@ Lifecycle:
 - Concurrency: many processes write to one SQLite file. MLflow sets a 20 s busy timeout, but
   SQLite can still answer "database is locked" at once (lock upgrades under contention), so
   every store call goes through `_retry` (exponential backoff with jitter, 5 min deadline).
-  Each metric batch is one transaction, so a retried batch is never half-logged.
+  Each metric batch is one transaction, so a retried batch is never half-logged. A flush
+  during training passes a short deadline instead (`log_metrics(deadline_s=...)`): `_retry`
+  lowers MLflow's busy timeout to it, so a store held locked by another process delays a
+  step by seconds, not minutes, and the trainer keeps the records for the next flush.
+- Failures are one line: `check_store` probes an embedded store before training (corrupt,
+  read-only or locked -> `TrackingStoreError`, naming the file and the fix), and
+  `describe_failure` names the store and, for a lock, the processes that have it open.
+- Artifacts live under the store's own results directory. A checkout that was moved or copied
+  keeps a store whose experiment and runs point at the old directory; `experiment_id` and
+  `init_store` re-root them (`_reroot_artifacts`) at every start, so the new checkout writes
+  its artifacts into its own tree and continues its runs.
 
 MLflow is kept quiet and offline: telemetry off, no network unless a server URI is configured,
 its INFO chatter lowered to WARNING.
@@ -35,13 +45,15 @@ import math
 import os
 import random
 import re
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hades.config import Config, config_hash, flatten
+from hades.config import Config, ConfigError, config_hash, flatten
 from hades.train.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("hades.tracking")
@@ -101,6 +113,15 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def db_path(uri: str) -> Path:
+    """The file of an embedded store's URI (sqlite:///abs/path or sqlite:///rel/path)."""
+    return Path(uri.split("sqlite:///", 1)[-1])
+
+
+def _artifacts_uri(cfg: Config) -> str:
+    return results_path(cfg, "mlflow", "artifacts").resolve().as_uri()
+
+
 def git_info() -> dict[str, Any]:
     """{'commit': sha or 'unknown', 'dirty': bool or None} of the repository in the cwd, read
     when called (a long-lived process may see several commits)."""
@@ -125,26 +146,129 @@ def _transient(e: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
+# MLflow runs `PRAGMA busy_timeout = 20000` at the start of every session, so one attempt on a
+# locked store waits 20 s whatever the caller's deadline. `_retry` lowers it to its deadline for
+# the calls of its thread (the engine listener `_busy_timeout_rewrite` edits that statement).
+_MLFLOW_BUSY_MS = 20000
+_busy = threading.local()
+
+
+def _busy_timeout_rewrite(conn, cursor, statement, parameters, context, executemany):
+    ms = getattr(_busy, "ms", _MLFLOW_BUSY_MS)
+    if ms != _MLFLOW_BUSY_MS and statement.lstrip().upper().startswith("PRAGMA BUSY_TIMEOUT"):
+        statement = f"PRAGMA busy_timeout = {ms};"
+    return statement, parameters
+
+
 def _retry(fn: Callable[[], T], what: str, deadline_s: float = 300.0) -> T:
-    """Call fn until it succeeds; back off on transient store errors (SQLite lock contention)."""
+    """Call fn until it succeeds; back off on transient store errors (SQLite lock contention).
+    No attempt waits on a lock past the deadline (its busy timeout is capped to the time left)."""
     start, delay, attempt = time.monotonic(), 0.05, 0
-    while True:
-        attempt += 1
-        try:
-            return fn()
-        except Exception as e:
-            if not _transient(e) or time.monotonic() - start > deadline_s:
-                raise
-            if attempt in (3, 10, 30):
-                log.warning("MLflow store busy during %s (attempt %d): %s; retrying", what, attempt, str(e).splitlines()[0])
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+    outer = getattr(_busy, "ms", _MLFLOW_BUSY_MS)
+    try:
+        while True:
+            attempt += 1
+            _busy.ms = min(outer, max(100, int((start + deadline_s - time.monotonic()) * 1000)))
+            try:
+                return fn()
+            except Exception as e:
+                if not _transient(e) or time.monotonic() - start > deadline_s:
+                    raise
+                if attempt in (3, 10, 30):
+                    log.warning("MLflow store busy during %s (attempt %d): %s; retrying", what, attempt, str(e).splitlines()[0])
+                time.sleep(min(delay * (0.5 + random.random()), max(0.0, start + deadline_s - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+    finally:
+        _busy.ms = outer
 
 
 @functools.lru_cache(maxsize=8)
 def _client(uri: str):
     mlflow = _mlflow()
-    return _retry(lambda: mlflow.MlflowClient(tracking_uri=uri), "opening the store")
+    client = _retry(lambda: mlflow.MlflowClient(tracking_uri=uri), "opening the store")
+    if is_embedded(uri):
+        from sqlalchemy import event
+
+        event.listen(client._tracking_client.store.engine, "before_cursor_execute", _busy_timeout_rewrite, retval=True)
+    return client
+
+
+# -- one-line store diagnoses -----------------------------------------------------------------
+
+
+class TrackingStoreError(ConfigError):
+    """The MLflow store cannot be used. A ConfigError, so that every entry point (hades train,
+    the Snakemake scripts) reports it as one line, like a config error: the store's path, what
+    is wrong and the fix."""
+
+
+def _holders(path: Path) -> list[str]:
+    """'pid N (command)' of the other processes that have the store (or its journal) open:
+    who holds a lock, on Linux (/proc); empty elsewhere or when none is visible."""
+    names = {str(path.resolve()), f"{path.resolve()}-journal", f"{path.resolve()}-wal"}
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = fd_dir.parent.name
+        if pid == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) in names for fd in fd_dir.iterdir()):
+                cmd = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"pid {pid} ({cmd[:80]})")
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def describe_failure(uri: str, e: BaseException) -> str:
+    """One line: the store, what is wrong with it and what to do."""
+    text = f"{type(e).__name__}: {e}".lower()
+    where = db_path(uri) if is_embedded(uri) else uri
+    if not is_embedded(uri):
+        return f"MLflow store {where} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    if "not a database" in text or "malformed" in text:
+        return (f"MLflow store {where} is corrupt (not a database); move it aside (mv {where} {where}.bad) "
+                f"and rerun `snakemake --forcerun mlflow_init`, or set tracking.uri to another store")
+    if "readonly" in text or "read-only" in text or "unable to open" in text or isinstance(e, PermissionError):
+        return (f"MLflow store {where} is read-only (or its directory is); make both writable "
+                f"(chmod u+w {where} {where.parent}), or set tracking.uri to a writable store")
+    if _transient(e):
+        holders = _holders(where)
+        by = f"held by {', '.join(holders)}" if holders else "no other process seen holding it"
+        return f"MLflow store {where} is locked ({by}); end or wait for that process"
+    return f"MLflow store {where} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+
+
+def check_store(cfg: Config, timeout_s: float = _MLFLOW_BUSY_MS / 1000) -> None:
+    """Before training: raise TrackingStoreError (one line) when the embedded store cannot be
+    written -- corrupt, read-only, or locked for longer than MLflow's own busy timeout. Uses
+    sqlite3 alone (no MLflow import), so it also runs where MLflow is not installed. A missing
+    store is created later by `experiment_id`; only its directory must be writable."""
+    uri = cfg.tracking_uri
+    if not is_embedded(uri):
+        return
+    path = db_path(uri)
+    if not path.exists():
+        parent = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        if not os.access(parent, os.W_OK):
+            raise TrackingStoreError(describe_failure(uri, PermissionError(f"{parent} is not writable")))
+        return
+    # SQLite writes a journal beside the file, and root passes the permission bits of both:
+    # access(2) still refuses an immutable file or directory (chattr +i) and a read-only mount
+    for p in (path, path.parent):
+        if not os.access(p, os.W_OK):
+            raise TrackingStoreError(describe_failure(uri, PermissionError(f"{p} is not writable")))
+    con = None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=timeout_s, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")  # the write lock: a lock held elsewhere waits here, then fails
+        con.execute("SELECT count(*) FROM experiments").fetchone()
+        con.rollback()
+    except sqlite3.Error as e:
+        raise TrackingStoreError(describe_failure(uri, e)) from None
+    finally:
+        if con is not None:
+            con.close()
 
 
 @contextlib.contextmanager
@@ -174,7 +298,7 @@ def init_store(cfg: Config) -> dict[str, str]:
         if exp is None:
             artifacts = None
             if is_embedded(uri):  # keep artifacts under results/, not in ./mlruns of the cwd
-                artifacts = results_path(cfg, "mlflow", "artifacts").resolve().as_uri()
+                artifacts = _artifacts_uri(cfg)
             tags = {"hades.config_name": cfg.name, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
             exp_id = _retry(
                 lambda: client.create_experiment(name, artifact_location=artifacts, tags=tags),
@@ -186,6 +310,7 @@ def init_store(cfg: Config) -> dict[str, str]:
             if exp.lifecycle_stage == "deleted":
                 _retry(lambda: client.restore_experiment(exp_id), "restoring the experiment")
             _mark_kind(client, exp)
+            _reroot_artifacts(cfg, exp)
         info = {"tracking_uri": uri, "experiment": name, "experiment_id": str(exp_id)}
         atomic_write_json(store_info_path(cfg), info)
     return info
@@ -200,16 +325,50 @@ def _mark_kind(client, exp) -> None:
         )
 
 
+def _reroot_artifacts(cfg: Config, exp) -> None:
+    """Point an embedded store's experiment, and its runs, at this results directory when they
+    point elsewhere: the checkout was moved or copied (the store and the artifacts with it), and
+    MLflow records absolute locations, so its runs would write into the old tree. MLflow has no
+    API to change a location; its schema's experiments.artifact_location and runs.artifact_uri
+    are updated in one transaction (idempotent: a second process finds nothing to change)."""
+    if not is_embedded(cfg.tracking_uri):
+        return
+    old, new = exp.artifact_location, _artifacts_uri(cfg)
+    if old == new:
+        return
+    con = sqlite3.connect(db_path(cfg.tracking_uri), timeout=_MLFLOW_BUSY_MS / 1000, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, int(exp.experiment_id)))
+        # a run's artifact_uri is <experiment location>/<run id>/artifacts
+        moved = "experiment_id = ? AND substr(artifact_uri, 1, ?) = ?", (int(exp.experiment_id), len(old), old)
+        runs = [r for (r,) in con.execute(f"SELECT run_uuid FROM runs WHERE {moved[0]}", moved[1])]
+        con.execute(f"UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE {moved[0]}", (new, len(old) + 1, *moved[1]))
+        con.execute("COMMIT")
+    except sqlite3.Error as e:
+        raise TrackingStoreError(describe_failure(cfg.tracking_uri, e)) from None
+    finally:
+        con.close()
+    # MLflow keeps each run's artifact repository per process, by run id: a process that used the
+    # old tree (a test, a notebook) would go on writing there
+    from mlflow.tracking._tracking_service import utils
+
+    for rid in runs:
+        utils._artifact_repos_cache.pop(rid, None)
+    log.warning("MLflow artifacts of experiment %s moved from %s to %s (the results directory moved)", exp.name, old, new)
+
+
 def experiment_id(cfg: Config) -> str:
     """The experiment's id, creating store and experiment (under the lock) if needed."""
     uri = cfg.tracking_uri
-    if is_embedded(uri) and not Path(uri.split("sqlite:///", 1)[-1]).exists():
+    if is_embedded(uri) and not db_path(uri).exists():
         return init_store(cfg)["experiment_id"]
     exp = _retry(lambda: _client(uri).get_experiment_by_name(cfg.tracking_experiment), "reading the experiment")
     if exp is None or exp.lifecycle_stage != "active":
         return init_store(cfg)["experiment_id"]
     # a resumed study whose mlflow_init ran before the kind was set: Snakemake does not rerun it
     _mark_kind(_client(uri), exp)
+    _reroot_artifacts(cfg, exp)
     return exp.experiment_id
 
 
@@ -221,7 +380,7 @@ def metric_key(key: str) -> str:
     return _BAD_KEY_CHARS.sub("_", key)
 
 
-def _log_batch(client, run_id: str, metrics=(), params=(), tags=()) -> None:
+def _log_batch(client, run_id: str, metrics=(), params=(), tags=(), deadline_s: float = 300.0) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     metrics = [Metric(metric_key(k), float(v), ts, step) for k, v, ts, step in metrics]
@@ -230,23 +389,25 @@ def _log_batch(client, run_id: str, metrics=(), params=(), tags=()) -> None:
     # MLflow's batch limits: 1000 metrics, 100 params+tags per call.
     for i in range(0, len(metrics), 1000):
         chunk = metrics[i : i + 1000]
-        _retry(lambda chunk=chunk: client.log_batch(run_id, metrics=chunk), "logging metrics")
+        _retry(lambda chunk=chunk: client.log_batch(run_id, metrics=chunk), "logging metrics", deadline_s)
     both = params + tags
     for i in range(0, len(both), 100):
         chunk = both[i : i + 100]
         ps = [x for x in chunk if isinstance(x, Param)]
         ts = [x for x in chunk if isinstance(x, RunTag)]
-        _retry(lambda ps=ps, ts=ts: client.log_batch(run_id, params=ps, tags=ts), "logging params")
+        _retry(lambda ps=ps, ts=ts: client.log_batch(run_id, params=ps, tags=ts), "logging params", deadline_s)
 
 
 def _results_tag(cfg: Config) -> str:
     return str(Path(cfg.results_dir).resolve())
 
 
-def _previous_runs(client, exp_id: str, grid_id: str, results: str, recorded, new_id: str) -> list[str]:
+def _previous_runs(client, exp_id: str, grid_id: str, results: str | None, recorded, new_id: str) -> list[str]:
     """Active runs that a new training run of grid_id replaces: the one the run-id file named,
     and any other of the same model and results directory (e.g. after the checkpoints
-    directory was deleted by hand), so that the experiment keeps one run per model."""
+    directory was deleted by hand), so that the experiment keeps one run per model.
+    results=None: any results directory (an embedded store belongs to the one it lies in,
+    wherever that was when a run was tagged: a moved checkout's runs carry the old path)."""
     from mlflow.entities import ViewType
 
     found = _retry(
@@ -255,7 +416,7 @@ def _previous_runs(client, exp_id: str, grid_id: str, results: str, recorded, ne
         ),
         "searching runs",
     )
-    ids = {r.info.run_id for r in found if r.data.tags.get("hades.results_dir") in (results, None)}
+    ids = {r.info.run_id for r in found if results is None or r.data.tags.get("hades.results_dir") in (results, None)}
     if recorded is not None and recorded.info.lifecycle_stage == "active":
         ids.add(recorded.info.run_id)
     return sorted(ids - {new_id})
@@ -292,7 +453,17 @@ class TrainingRun:
         """Continue the model's run when it belongs to the same training (same resume key, and
         either resuming from a checkpoint or not finished yet); otherwise start a new run and
         retire the old one (soft-deleted, tagged `hades.superseded_by`) so the experiment keeps
-        one run per model."""
+        one run per model. A store that fails here raises TrackingStoreError (one line): the
+        job stops before training rather than train without a run."""
+        try:
+            return cls._open(cfg, grid_id, resume_key=resume_key, resuming=resuming, params=params, tags=tags)
+        except TrackingStoreError:
+            raise
+        except Exception as e:
+            raise TrackingStoreError(describe_failure(cfg.tracking_uri, e)) from e
+
+    @classmethod
+    def _open(cls, cfg: Config, grid_id: str, *, resume_key: str, resuming: bool, params, tags) -> TrainingRun:
         client = _client(cfg.tracking_uri)
         exp_id = experiment_id(cfg)
         path = run_id_path(cfg, grid_id)
@@ -325,7 +496,8 @@ class TrainingRun:
                 "creating the run",
             )
             rid = created.info.run_id
-            for prev in _previous_runs(client, exp_id, grid_id, _results_tag(cfg), old, rid):
+            results = None if is_embedded(cfg.tracking_uri) else _results_tag(cfg)
+            for prev in _previous_runs(client, exp_id, grid_id, results, old, rid):
                 _retry(lambda prev=prev: client.set_tag(prev, "hades.superseded_by", rid), "tagging the old run")
                 _retry(lambda prev=prev: client.delete_run(prev), "retiring the old run")
                 log.info("MLflow run %s of %s superseded by %s", prev, grid_id, rid)
@@ -337,9 +509,11 @@ class TrainingRun:
         _log_batch(client, rid, params=sorted(params.items()), tags=sorted(all_tags.items()))
         return run
 
-    def log_metrics(self, records: Iterable[tuple[int, Mapping[str, float]]]) -> int:
+    def log_metrics(self, records: Iterable[tuple[int, Mapping[str, float]]], deadline_s: float = 300.0) -> int:
         """Log (step, {key: value}) records, skipping (key, step) pairs at or below the key's
-        watermark (already in the store from before a resume). Returns points logged."""
+        watermark (already in the store from before a resume). Returns points logged. Gives up
+        after deadline_s on a locked store, raising; the watermark then covers the chunks that
+        were logged, so the caller can pass the same records again without duplicates."""
         batch = []
         ts = _now_ms()
         for step, metrics in records:
@@ -348,9 +522,11 @@ class TrainingRun:
                 if step <= self.watermark.get(k, -1) or v is None or not math.isfinite(float(v)):
                     continue
                 batch.append((k, float(v), ts, int(step)))
-        _log_batch(self.client, self.run_id, metrics=batch)
-        for k, _, _, step in batch:
-            self.watermark[k] = max(step, self.watermark.get(k, -1))
+        for i in range(0, len(batch), 1000):  # MLflow's batch limit; each chunk one transaction
+            chunk = batch[i : i + 1000]
+            _log_batch(self.client, self.run_id, metrics=chunk, deadline_s=deadline_s)
+            for k, _, _, step in chunk:
+                self.watermark[k] = max(step, self.watermark.get(k, -1))
         return len(batch)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -436,9 +612,13 @@ def experiment_params(cfg: Config, grid_id: str, experiment: Any = None) -> dict
 
 
 __all__ = [
+    "TrackingStoreError",
     "TrainingRun",
+    "check_store",
     "config_hash",
     "configure_offline",
+    "db_path",
+    "describe_failure",
     "experiment_id",
     "experiment_params",
     "git_info",

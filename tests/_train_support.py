@@ -189,7 +189,7 @@ class FakeRun:
         run.tags.update(kwargs.get("tags", {}))
         return run
 
-    def log_metrics(self, records) -> None:
+    def log_metrics(self, records, deadline_s=None) -> None:
         self.metrics += list(records)
 
     def set_tags(self, tags) -> None:

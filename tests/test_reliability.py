@@ -433,11 +433,11 @@ def test_mlflow_outage_loses_no_metric(tiny, monkeypatch, caplog):
 
     real_log = tracking.TrainingRun.log_metrics
 
-    def flaky(self, records):
+    def flaky(self, records, **kw):
         records = list(records)
         if any(step >= 5 for step, _ in records):
             raise ConnectionError("tracking server unreachable")
-        return real_log(self, records)
+        return real_log(self, records, **kw)
 
     cfg, _ = tiny.config("outage", steps=STEPS)
     monkeypatch.setattr(tracking.TrainingRun, "log_metrics", flaky)

@@ -84,6 +84,10 @@ log = logging.getLogger("hades.train")
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: temporary failure, rerun (requeue) to resume
 EXIT_LOCKED = 73  # sysexits.h EX_CANTCREAT: the model's outputs belong to a trainer still running
+# How long a flush during training may wait for a locked MLflow store before it gives up and
+# keeps its records for the next flush: tracking may delay a step by this much, no more. The
+# final flush (`_finish`) waits as long as any store call (hades.tracking._retry's default).
+FLUSH_DEADLINE_S = 3.0
 LOCK_FILE = ".train.lock"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # TrainConfig fields that change how a run is recorded, not what it computes: a checkpoint
@@ -427,6 +431,8 @@ class _Trainer:
         random.seed(exp.seed)
         np.random.seed(exp.seed % 2**32)
         torch.manual_seed(exp.seed)
+        if info.is_main:  # a store that cannot be written stops the job here, before any GPU work
+            tracking.check_store(cfg)
         self.model = build_model(model_cfg).to(device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.optimizer = build_optimizer(self.model, t)
@@ -440,6 +446,7 @@ class _Trainer:
         self.metrics = MetricsFile(self.paths.metrics) if info.is_main else None
         self.mlrun: tracking.TrainingRun | None = None
         self.pending: list[tuple[int, dict[str, float]]] = []
+        self.flush_error: Exception | None = None  # of the failing flushes: reported once per outage
         self.recent: list[dict[str, Any]] = []
 
     @staticmethod
@@ -667,16 +674,23 @@ class _Trainer:
         self.recent = (self.recent + [rec])[-self.tcfg.log_every :]
         self.pending.append(_mlflow_record(rec))
 
-    def _flush_mlflow(self) -> None:
-        """Send buffered metrics; a store outage is reported and the records kept for the next
-        flush (training is not stopped by tracking)."""
+    def _flush_mlflow(self, deadline_s: float = FLUSH_DEADLINE_S) -> None:
+        """Send buffered metrics; a store outage (or a lock held elsewhere past deadline_s) is
+        reported once, in one line, and the records kept for the next flush (training is not
+        stopped or stalled by tracking)."""
         if self.mlrun is None or not self.pending:
             return
         try:
-            self.mlrun.log_metrics(self.pending)
-            self.pending = []
+            self.mlrun.log_metrics(self.pending, deadline_s=deadline_s)
         except Exception as e:
-            log.error("MLflow logging failed (%s); keeping %d records for the next attempt", e, len(self.pending))
+            if self.flush_error is None:
+                log.error("MLflow logging failed at step %d: %s; keeping %d records for the next flush, training goes on",
+                          self.step, tracking.describe_failure(self.cfg.tracking_uri, e), len(self.pending))
+            self.flush_error = e
+            return
+        if self.flush_error is not None:
+            log.info("MLflow logging works again at step %d; the %d buffered records are logged", self.step, len(self.pending))
+        self.pending, self.flush_error = [], None
 
     def _save(self) -> Path | None:
         rngs = D.gather_objects(self.info, rng_state())  # collective: every rank calls it
@@ -763,9 +777,13 @@ class _Trainer:
             self.paths.train_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.paths.summary, summary)
             self.metrics.sync()
-            self._flush_mlflow()
+            self._flush_mlflow(deadline_s=300.0)
             if self.pending:
-                raise RuntimeError(f"{len(self.pending)} metric records could not be logged to MLflow; rerun to retry")
+                raise tracking.TrackingStoreError(
+                    f"{len(self.pending)} metric records could not be logged to MLflow "
+                    f"({tracking.describe_failure(self.cfg.tracking_uri, self.flush_error)}); "
+                    f"rerun to retry: the model is exported and the rerun only logs them"
+                )
             self.mlrun.set_tags({"hades.final_loss": summary["final_loss"], "hades.steps": self.step})
             self.mlrun.log_artifact(self.paths.summary, "train")
             self.mlrun.log_artifact(self.paths.final_dir / "pipeline.json", "train")
