@@ -2,7 +2,8 @@
 # The one-GPU study (config/gpu.yaml) on a lent GPU machine that has torch and Triton but no
 # network and none of the pipeline's other packages:
 #   bash scripts/gpu_study.sh [snakemake args...]        e.g. --until train, or nothing
-# Expects, carried next to the working tree (all ignored by git, see docs/findings.md "Rerun"):
+# Expects, carried next to the working tree (ignored by git; `bash scripts/device_packages.sh`
+# makes the two archives on a machine that reaches PyPI; with the device tool: carry [".device"]):
 #   .device/site312.tar.xz      the pipeline's packages for the machine's Python (3.12), unpacked
 #                               into /tmp/site: snakemake, mlflow, lm-eval, datasets, fla, ...
 #   .device/shared_data.tar.xz  ../shared/data (corpus text, tokenizer, benchmark samples)
