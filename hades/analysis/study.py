@@ -50,21 +50,12 @@ STUDY_HEADERS = {
 }
 
 
-def token_counts(manifest: str | Path, split: str) -> np.ndarray:
-    """Counts of every token id over one split of the tokenized corpus: (vocab_size,) int64."""
-    ds = TokenDataset(manifest, split)
-    counts = np.zeros(ds.vocab_size, dtype=np.int64)
-    for arr in ds._arrays:  # the memmapped shards, read once
-        counts += np.bincount(np.asarray(arr), minlength=ds.vocab_size)[: ds.vocab_size]
-    return counts
-
-
 def unigram_baselines(manifest: str | Path) -> dict[str, float]:
     """H₁ of the train split and the held-out cross-entropy of its add-one unigram model."""
-    train = token_counts(manifest, "train")
+    train = TokenDataset(manifest, "train").token_counts()
     p = train[train > 0] / train.sum()
     h1 = float(-(p * np.log(p)).sum())
-    val = token_counts(manifest, "val")
+    val = TokenDataset(manifest, "val").token_counts()
     q = (train + 1) / (train.sum() + train.size)  # add-one: every id has some probability
     val_ce = float(-(val * np.log(q)).sum() / val.sum())
     return {

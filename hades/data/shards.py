@@ -413,6 +413,13 @@ class TokenDataset:
     def __len__(self) -> int:
         return self.n_tokens
 
+    def token_counts(self) -> np.ndarray:
+        """How often each token id occurs in the split: (vocab_size,) int64, one pass per shard."""
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for arr in self._arrays:
+            counts += np.bincount(np.asarray(arr), minlength=self.vocab_size)[: self.vocab_size]
+        return counts
+
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length) of the split, across shard boundaries; (length,) int64."""
         assert 0 <= start and start + length <= self.n_tokens, (
