@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call of the device tool: environment, GPU tests, benchmarks, in the stages named.
-#   bash benchmarks/device_run.sh env tests ssd ss conv ce parity train passkey norm diversity router
-# Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site), .triton/ (Triton's
+#   bash benchmarks/device_run.sh env tests ssd ss cscan conv ce parity train passkey norm diversity router
+# Carried (ignored) folders: .whl/ (fla wheels, installed into /tmp/site) or .device/site312.tar.xz
+# (every package the pipeline needs, scripts/device_packages.sh), .triton/ (Triton's
 # compile cache from the last call, triton_cache.tgz.part-*), results/tokenizer/neox.json (the
 # GPT-NeoX tokenizer, for passkey). Writes under $OUT: log.txt (tee'd by the caller), json.tgz
 # (every stage's JSON), triton_cache.tgz.part-* (for the next call).
@@ -13,6 +14,10 @@ export PYTHONPATH="$PWD"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="$PWD:/tmp/site"
+fi
+if [ -f .device/site312.tar.xz ]; then  # or the pipeline's packages (scripts/device_packages.sh)
+  mkdir -p /tmp/site && { [ -f /tmp/site/.unpacked ] || { tar xJf .device/site312.tar.xz -C /tmp/site --strip-components=1 && touch /tmp/site/.unpacked; }; } \
+    && export PYTHONPATH="$PWD:/tmp/site" PATH="/tmp/site/bin:$PATH"
 fi
 export TRITON_CACHE_DIR=/tmp/triton_cache
 mkdir -p "$TRITON_CACHE_DIR"
@@ -35,6 +40,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     tests) run tests "${TESTS_LIMIT:-300}" env HADES_GPU_TEST_LOG="$JSON_OUT/gpu_test_errors.json" \
              python3 -m pytest tests/gpu -v -n 8 -p no:cacheprovider -rfE --durations=12 ${TESTS_K:+-k "$TESTS_K"} ;;
     ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
+    cscan) run companion_scan "${CSCAN_LIMIT:-240}" python3 -m benchmarks.companion_scan ${CSCAN_ARGS:-} ;;
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
     norm) run norm "${NORM_LIMIT:-240}" python3 -m benchmarks.norm ${NORM_ARGS:-} ;;

@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from _interpreter import interpreter_main, needs_triton, run_in_interpreter
 from test_ssm_mixers import randomize_, rel_err, small_cfg
 
 from hades.config import load_config
@@ -264,3 +265,59 @@ def test_paper_scale_smamba_is_370M_class():
         model = build_model(cfg.experiment("smamba").model, vocab_size=50277)
     n = sum(p.numel() for p in model.parameters())
     assert abs(n / 370e6 - 1) <= 0.10, f"smamba has {n / 1e6:.1f}M, the grid's class is ~370M"
+
+
+# -- the Triton kernels (kernels/companion_scan/op.py) in Triton's CPU interpreter ------------------
+# (batch, seqlen, channels, N), dtype of u/delta/X: seqlen not a multiple of the kernels' time
+# tile, channels not of their channel block, N not a power of 2 (padded states)
+KERNEL_CASES = [((2, 13, 6, 4), "float64"), ((1, 21, 5, 6), "float64"), ((2, 17, 9, 16), "float64"),
+                ((2, 19, 7, 4), "float32")]
+
+
+def _kernel_run(fn, shape, dtype, form, seed):
+    """y, final state and the gradients of every input of one scan, under a random cotangent."""
+    b, t, c, n = shape
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    u, delta, X = r(b, t, c), F.softplus(r(b, t, c) - 1.0), r(b, t, n)
+    D = r(c)
+    alpha = torch.rand(c, n // 2, generator=gen, dtype=torch.float64) * 2.5 + 0.2  # complex and real pairs
+    beta = torch.rand(c, n // 2, generator=gen, dtype=torch.float64) * 1.5 + 0.1
+    init = torch.complex(r(b, c, n), r(b, c, n)) * 0.3
+    dt = getattr(torch, dtype)
+    leaves = [v.to(dt).requires_grad_() for v in (u, delta, X)] + [v.requires_grad_() for v in (D, alpha, beta, init)]
+    u_, d_, X_, D_, a_, b_, s_ = leaves
+    y, fin = fn(u_, d_, quadratic_roots(a_, b_), X_, D_, form, s_)
+    wy, wf = r(*y.shape), r(b, c, n, 2)
+    loss = (y.double() * wy).sum() + (torch.view_as_real(fin).double() * wf).sum()
+    return [y, torch.view_as_real(fin), *torch.autograd.grad(loss, leaves)]
+
+
+def _interpreter_checks() -> list[dict]:
+    import kernels._buffers
+    from kernels.companion_scan.op import companion_scan as op
+
+    kernels._buffers.POISON_OUTPUTS = True  # an output the kernels fail to write shows as NaN
+    names = ["y", "final", "du", "ddelta", "dX", "dD", "dalpha", "dbeta", "dinit"]
+    out = []
+    for i, (shape, dtype) in enumerate(KERNEL_CASES):
+        for form in ("controllable", "observable"):
+            got = _kernel_run(op, shape, dtype, form, i)
+            ref = _kernel_run(companion_scan_chunked, shape, dtype, form, i)  # the same dtype
+            tol = 1e-9 if dtype == "float64" else 1e-4  # fp64: 2e-11 measured at N = 16 (cond(V))
+            out += [{"name": f"{form[:3]} {dtype} {shape} {nm}", "err": rel_err(a.detach(), e.detach()), "tol": tol}
+                    for nm, a, e in zip(names, got, ref)]
+    return out
+
+
+@needs_triton
+def test_triton_kernels_equal_the_reference_in_interpreter():
+    """Forward, final state and every gradient (u, delta, X, D, the quadratic factors through
+    lambda and the readout W, the initial state) of the Triton op == the chunked reference in
+    the same dtype, both forms, odd shapes, NaN-poisoned outputs."""
+    results = run_in_interpreter(__file__, timeout=900)
+    assert len(results) == 9 * 2 * len(KERNEL_CASES)
+
+
+if __name__ == "__main__":
+    interpreter_main(_interpreter_checks)

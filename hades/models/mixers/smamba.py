@@ -29,7 +29,7 @@ in closed form, and the scan runs in A's eigenbasis
 (`kernels.companion_scan.companion_scan_chunked`), exact ZOH for A, Mamba's delta * B for B.
 
 Paths: `reference` = the chunked scan under autograd; `fast` (CUDA, cfg.kernel = "auto") = the
-same scan recomputed in the backward (activation checkpointing) -- there is no Triton kernel.
+Triton kernels of `kernels.companion_scan` (forward and backward, the readout as GEMMs).
 
 Decode state: {"conv": (batch, d_inner, d_conv - 1), "ssm": (batch, d_inner, N, 2)}: the
 eigenbasis state as (real, imag) pairs, so every state tensor stays real.
@@ -42,13 +42,13 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from hades.config import ModelConfig
 from kernels.companion_scan import (
     FORMS,
     companion_coefficients,
     companion_matrix,
+    companion_scan,
     companion_scan_chunked,
     companion_scan_step,
     eigen_readout,
@@ -137,30 +137,22 @@ class SparseMamba(Mixer):
         delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
         return delta, X
 
-    def _scan(self, x: Tensor, delta: Tensor, lam: Tensor, X: Tensor, D: Tensor) -> tuple[Tensor, Tensor]:
+    def _scan(self, x: Tensor, delta: Tensor, lam: Tensor, X: Tensor, D: Tensor, fast: bool) -> tuple[Tensor, Tensor]:
         # the scan computes in x's precision (>= fp32): smamba_scan_dtype float64 runs it in
         # complex128, since moving into and out of A's eigenbasis amplifies rounding by the
         # eigenvector matrix's condition number (docs/smamba.md "Precision")
         wide = self.cfg.smamba_scan_dtype == "float64"
-        y, state = companion_scan_chunked(
-            x.double() if wide else x, delta, lam, X, D, form=self.form, chunk_size=self.cfg.chunk_size
-        )
+        # fast: the Triton kernels on CUDA (kernels.companion_scan.companion_scan; the reference
+        # elsewhere); else the chunked reference under autograd
+        scan = companion_scan if fast else companion_scan_chunked
+        y, state = scan(x.double() if wide else x, delta, lam, X, D, form=self.form, chunk_size=self.cfg.chunk_size)
         return y.to(x.dtype), state
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, t, d_inner) each
         x, conv_state = self.conv(x, return_state=return_state)
         delta, X = self._ssm_inputs(x)
-        args = (x, delta, self.eigenvalues(), X, self.D.float())
-        if self.use_fast_path(x) and torch.is_grad_enabled():
-            # No fused kernel: autograd would keep several (b, t, d_inner, N) complex tensors
-            # per layer (decays, readouts, states; 8.6 GB each at micro-batch 16 x 2048 of the
-            # paper config). Recomputing the scan in the backward keeps only its inputs.
-            # (no RNG in the scan: without preserve_rng_state the checkpoint never reads the CUDA
-            # RNG state, which a CUDA-graph capture forbids)
-            y, ssm_state = checkpoint(self._scan, *args, use_reentrant=False, preserve_rng_state=False)
-        else:
-            y, ssm_state = self._scan(*args)
+        y, ssm_state = self._scan(x, delta, self.eigenvalues(), X, self.D.float(), fast=self.use_fast_path(x))
         out = self.out_proj(y * F.silu(z))
         state = {"conv": conv_state, "ssm": torch.view_as_real(ssm_state)} if return_state else None
         return MixerOutput(out, {}, state)
