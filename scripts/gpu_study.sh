@@ -8,6 +8,7 @@
 #                               into /tmp/site: snakemake, mlflow, lm-eval, datasets, fla, ...
 #   .device/shared_data.tar.xz  ../shared/data (corpus text, tokenizer, benchmark samples)
 #   .device/triton/*.part-*     optional: Triton's compile cache from an earlier call
+# STUDY_SIDE_TESTS="<pytest -k expression>" runs those GPU tests beside the study ($OUT/side_tests.log).
 # Writes under $OUT (or results/device): study.log, results.tgz (everything but checkpoints and
 # token shards), triton cache parts for the next call.
 set -uo pipefail
@@ -36,6 +37,12 @@ print("python", __import__("sys").version.split()[0], "| torch", torch.__version
 PY
 git log -1 --format='commit %H %s' 2>/dev/null || true
 date -u +"start %Y-%m-%dT%H:%M:%SZ"
+side=
+if [ -n "${STUDY_SIDE_TESTS:-}" ]; then  # GPU tests (a pytest -k expression) beside the study, log under $OUT
+  timeout "${STUDY_SIDE_TIMEOUT_S:-300}" python3 -m pytest tests/gpu -p no:cacheprovider -rfE -q -k "$STUDY_SIDE_TESTS" \
+    > "$OUT/side_tests.log" 2>&1 &
+  side=$!
+fi
 t1=$SECONDS
 # greedy scheduler: the ILP one needs pulp, which is not carried (16 MB); one GPU, so the GPU
 # jobs share it (small models: several trainings at once keep it busier than one)
@@ -46,6 +53,7 @@ timeout "${STUDY_TIMEOUT_S:-540}" python3 -m snakemake --cores all --configfile 
 rc=$?
 echo "snakemake exit $rc after $((SECONDS - t1)) s (DAG wall time)"
 date -u +"end %Y-%m-%dT%H:%M:%SZ"
+if [ -n "$side" ]; then wait "$side"; echo "side tests exit $?: $(tail -n 1 "$OUT/side_tests.log")"; fi
 # what comes back: every result file except checkpoints, token shards and the corpus copy
 tar czf "$OUT/results.tgz" --exclude='results/checkpoints' --exclude='results/data/tokens/*.bin' \
   --exclude='results/data/corpus' --exclude='results/eval_data' --exclude='results/device' results .snakemake/log 2>/dev/null

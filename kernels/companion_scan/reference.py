@@ -89,9 +89,17 @@ def eigen_readout(lam: Tensor) -> Tensor:
     n = lam.shape[-1]
     diff = lam[..., :, None] - lam[..., None, :]  # (c, k, j)
     eye = torch.eye(n, dtype=torch.bool, device=lam.device)
-    dp = torch.where(eye, torch.ones_like(diff), diff).prod(-1)  # (c, k)
-    powers = lam[..., None] ** torch.arange(n, device=lam.device)  # (c, k, i)
-    return powers / dp[..., None]
+    factors = torch.where(eye, torch.ones_like(diff), diff)
+    # products and powers as running multiplications, not prod() / pow(): the backward of prod
+    # tests its input for zeros on the host (a sync that a CUDA-graph capture forbids: the
+    # trainer's captured step failed on it)
+    dp = factors[..., 0]
+    for j in range(1, n):
+        dp = dp * factors[..., j]  # (c, k)
+    powers = [torch.ones_like(lam)]
+    for _ in range(1, n):
+        powers.append(powers[-1] * lam)
+    return torch.stack(powers, dim=-1) / dp[..., None]  # (c, k, i)
 
 
 # -- the scan ---------------------------------------------------------------------------------------
