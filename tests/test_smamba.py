@@ -242,8 +242,10 @@ def test_mixer_fp32_matches_its_fp64_self_at_init():
 
 
 def test_fast_path_recomputes_the_scan_with_the_same_values_and_gradients(monkeypatch):
-    """The CUDA path (use_fast_path) is the same scan under activation checkpointing: forced on
-    here on the CPU, forward and every parameter gradient equal the plain path's."""
+    """The fast path (use_fast_path: `kernels.companion_scan.companion_scan`, the Triton op on
+    CUDA) forced on here on the CPU, where that function dispatches to the reference: the wiring
+    (dtype, arguments) gives the plain path's forward and every parameter gradient. The Triton op
+    itself: the interpreter test below, and tests/gpu/test_smamba.py."""
     mixer = _mixer("controllable")
     u = torch.randn(2, 37, mixer.cfg.d_model)
     outs = {}
