@@ -241,7 +241,7 @@ def test_mixer_fp32_matches_its_fp64_self_at_init():
     assert rel_err(y32.double(), y64) <= 5e-4
 
 
-def test_fast_path_recomputes_the_scan_with_the_same_values_and_gradients(monkeypatch):
+def test_fast_path_wiring_gives_the_plain_path_values_and_gradients(monkeypatch):
     """The fast path (use_fast_path: `kernels.companion_scan.companion_scan`, the Triton op on
     CUDA) forced on here on the CPU, where that function dispatches to the reference: the wiring
     (dtype, arguments) gives the plain path's forward and every parameter gradient. The Triton op
