@@ -75,8 +75,7 @@ from kernels.ssd import ssd_chunked, ssd_scan, ssd_step
 
 from ..layers import GatedRMSNorm, ShortConv
 from .base import Mixer, MixerOutput, State
-from .mamba import sample_dt_bias
-from .mamba2 import sample_A_log
+from .ssm_init import sample_A_log, sample_dt_bias
 
 BALANCE_EPS = 1e-10
 
