@@ -100,6 +100,10 @@ class HadesMixer(Mixer):
                    "u_sum": (batch, D) fp32 sum of the inputs so far, "n_tokens": (batch,) int64}.
     """
 
+    # the authors' mamba_ssm MixerModel: PyTorch's default Linear init, rescale_prenorm_residual
+    torch_default_linear_init = True
+    rescale_out_proj_init = True
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         self.n_filters = M = cfg.n_filters

@@ -35,6 +35,8 @@ class Mamba2(Mixer):
                    "ssm": (batch, nheads, head_dim, d_state)}.
     """
 
+    rescale_out_proj_init = True  # fla's Mamba2: rescale_prenorm_residual=True
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         self.d_inner = cfg.expand * cfg.d_model
