@@ -42,6 +42,8 @@ VOCAB = 61
 
 
 class TinyMixer(Mixer):
+    rescale_out_proj_init = True  # the LM inits it as the mamba2 it stands in for
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         d = cfg.d_model

@@ -200,3 +200,13 @@ def test_architecture_ids_agree_and_every_mixer_imports():
     for arch, target in REGISTRY.items():
         module, name = target.split(":")
         assert mixer_class(arch) is getattr(importlib.import_module(module), name)
+
+
+def test_architecture_ids_are_kept_in_one_place():
+    """hades/archs.py's REGISTRY is the one list: config validation's ARCHS is derived from it and
+    the mixers dispatch through the same dict (so a test that swaps an entry swaps it for both)."""
+    from hades import archs, config
+    from hades.models import mixers
+
+    assert config.ARCHS == archs.ARCHS == tuple(archs.REGISTRY)
+    assert mixers.REGISTRY is archs.REGISTRY

@@ -25,7 +25,7 @@ from hades.config import ModelConfig, check_model
 from kernels.cross_entropy import cross_entropy, cross_entropy_ref
 
 from .layers import GatedRMSNorm, RMSNorm, ShortConv, SwiGLU
-from .mixers import build_mixer
+from .mixers import build_mixer, mixer_class
 from .mixers.base import State
 
 MODEL_TYPE = "hades_lm"
@@ -122,18 +122,24 @@ class HadesForCausalLM(PreTrainedModel):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The initialisation of the reference each arch follows.
+        """The initialisation of the reference each arch follows, as its mixer class declares it
+        (`Mixer.torch_default_linear_init`, `Mixer.rescale_out_proj_init`, read from the class
+        the registry names for cfg.arch):
 
-        - fla (linear_attn, retnet, deltanet, mamba, mamba2; smamba, Mamba's layer with another
-          A, as mamba): Linear and Embedding weights ~ N(0, initializer_range), zero biases.
-        - HADES (the authors' mamba_ssm MixerModel): mixer Linear weights keep PyTorch's default
-          (Kaiming-uniform) init, embeddings ~ N(0, initializer_range), zero biases.
-        - mamba2 and HADES (fla's Mamba2 and mamba_ssm, rescale_prenorm_residual=True): out_proj
-          is re-drawn Kaiming-uniform and scaled by 1/sqrt(n_layer) (GPT-2's residual scheme).
+        - by default (fla: linear_attn, retnet, deltanet, mamba, mamba2; smamba, Mamba's layer
+          with another A, as mamba): Linear and Embedding weights ~ N(0, initializer_range),
+          zero biases.
+        - torch_default_linear_init (HADES, the authors' mamba_ssm MixerModel): Linear weights
+          keep PyTorch's default (Kaiming-uniform) init, embeddings ~ N(0, initializer_range),
+          zero biases.
+        - rescale_out_proj_init (mamba2 and HADES: fla's Mamba2 and mamba_ssm,
+          rescale_prenorm_residual=True): out_proj is re-drawn Kaiming-uniform and scaled by
+          1/sqrt(n_layer) (GPT-2's residual scheme).
         Then each mixer initialises its own special parameters (A_log, dt_bias, D, γ, ...).
         """
         std = self.cfg.initializer_range
-        torch_default_linear = self.cfg.arch == "hades"
+        policy = mixer_class(self.cfg.arch)
+        torch_default_linear = policy.torch_default_linear_init
         for m in self.modules():
             if isinstance(m, nn.Embedding) or (isinstance(m, nn.Linear) and not torch_default_linear):
                 nn.init.normal_(m.weight, std=std)
@@ -144,7 +150,7 @@ class HadesForCausalLM(PreTrainedModel):
         if self.lm_head is not None:
             nn.init.normal_(self.lm_head.weight, std=std)
         for block in self.layers:
-            if self.cfg.arch in ("mamba2", "hades"):
+            if policy.rescale_out_proj_init:
                 w = block.mixer.out_proj.weight
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))
                 w /= math.sqrt(self.cfg.n_layer)

@@ -1,26 +1,17 @@
 """Token mixers of the grid, one file each, all with the same contract (see `base.Mixer`).
 
-`build_mixer(cfg, layer_idx)` is the single dispatch point from an architecture id to a class.
+`build_mixer(cfg, layer_idx)` is the single dispatch point from an architecture id to a class,
+through `REGISTRY` (hades/archs.py: arch id -> "module:Class", imported lazily).
 """
 
 from __future__ import annotations
 
 import importlib
 
+from hades.archs import REGISTRY
 from hades.config import ModelConfig
 
 from .base import Mixer, MixerOutput
-
-# arch id -> "module:Class" (imported lazily so one broken mixer does not break the others)
-REGISTRY = {
-    "linear_attn": "hades.models.mixers.linear_attn:LinearAttention",
-    "retnet": "hades.models.mixers.retnet:MultiScaleRetention",
-    "deltanet": "hades.models.mixers.deltanet:DeltaNet",
-    "mamba": "hades.models.mixers.mamba:Mamba",
-    "mamba2": "hades.models.mixers.mamba2:Mamba2",
-    "hades": "hades.models.mixers.hades:HadesMixer",
-    "smamba": "hades.models.mixers.smamba:SparseMamba",
-}
 
 
 def mixer_class(arch: str) -> type[Mixer]:

@@ -28,6 +28,14 @@ class MixerOutput(NamedTuple):
 
 
 class Mixer(nn.Module):
+    # -- the LM's generic init of this mixer (HadesForCausalLM.reset_parameters reads these from
+    # the registry's class; the default is fla's: Linear weights ~ N(0, initializer_range)) ----
+    # True: Linear weights keep PyTorch's default (Kaiming-uniform) init instead of N(0, σ)
+    torch_default_linear_init: bool = False
+    # True: out_proj re-drawn Kaiming-uniform and scaled by 1/sqrt(n_layer) (GPT-2's residual
+    # scheme, rescale_prenorm_residual in fla's Mamba2 and mamba_ssm)
+    rescale_out_proj_init: bool = False
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.cfg = cfg

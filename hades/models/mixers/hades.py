@@ -75,8 +75,7 @@ from kernels.ssd import ssd_chunked, ssd_scan, ssd_step
 
 from ..layers import GatedRMSNorm, ShortConv
 from .base import Mixer, MixerOutput, State
-from .mamba import sample_dt_bias
-from .mamba2 import sample_A_log
+from .ssm_init import sample_A_log, sample_dt_bias
 
 BALANCE_EPS = 1e-10
 
@@ -100,6 +99,10 @@ class HadesMixer(Mixer):
     Decode state: {"conv": (batch, H P + 2 G N, d_conv - 1), "ssm": (batch, H, P, N),
                    "u_sum": (batch, D) fp32 sum of the inputs so far, "n_tokens": (batch,) int64}.
     """
+
+    # the authors' mamba_ssm MixerModel: PyTorch's default Linear init, rescale_prenorm_residual
+    torch_default_linear_init = True
+    rescale_out_proj_init = True
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)

@@ -27,16 +27,7 @@ from kernels.selective_scan import selective_scan, selective_scan_chunked, selec
 
 from ..layers import ShortConv
 from .base import Mixer, MixerOutput, State
-
-
-def sample_dt_bias(shape: tuple[int, ...], cfg: ModelConfig, device=None) -> Tensor:
-    """Mamba's time-step init, reused by Mamba2 and HADES: dt ~ log-uniform in [dt_min, dt_max]
-    (floored at dt_init_floor), returned as softplus^{-1}(dt), so that softplus(bias) = dt when
-    the projection's contribution is zero. Inverse softplus: dt + log(1 - exp(-dt)), written with
-    expm1 to stay accurate for small dt (pytorch/pytorch#72759)."""
-    lo, hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
-    dt = torch.exp(torch.rand(shape, device=device) * (hi - lo) + lo).clamp(min=cfg.dt_init_floor)
-    return dt + torch.log(-torch.expm1(-dt))
+from .ssm_init import sample_dt_bias
 
 
 class Mamba(Mixer):

@@ -25,14 +25,7 @@ from kernels.ssd import ssd_chunked, ssd_scan, ssd_step
 
 from ..layers import GatedRMSNorm, ShortConv
 from .base import Mixer, MixerOutput, State
-from .mamba import sample_dt_bias
-
-A_INIT_RANGE = (1.0, 16.0)  # A = -uniform(1, 16) per head (mamba_ssm's A_init_range)
-
-
-def sample_A_log(n: int, device=None) -> Tensor:
-    """Mamba2's A init, reused by HADES: log of uniform(1, 16) samples."""
-    return torch.log(torch.empty(n, device=device).uniform_(*A_INIT_RANGE))
+from .ssm_init import sample_A_log, sample_dt_bias
 
 
 class Mamba2(Mixer):
@@ -41,6 +34,8 @@ class Mamba2(Mixer):
     Decode state: {"conv": (batch, d_inner + 2 G N, d_conv - 1),
                    "ssm": (batch, nheads, head_dim, d_state)}.
     """
+
+    rescale_out_proj_init = True  # fla's Mamba2: rescale_prenorm_residual=True
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)

@@ -57,7 +57,7 @@ from kernels.companion_scan import (
 
 from ..layers import ShortConv
 from .base import Mixer, MixerOutput, State
-from .mamba import sample_dt_bias
+from .ssm_init import sample_dt_bias
 
 STABILITY_FLOOR = 1e-5  # alpha, beta >= this when smamba_stable (module docstring)
 
