@@ -7,6 +7,8 @@
     kernels/diversity/       HADES's diversity loss over the slot outputs
     kernels/router/          HADES's in_proj with the router's fp32 product (one gradient sum)
     kernels/cross_entropy/   the LM head's token-level cross-entropy on bf16 logits
+    kernels/linear_attn/     linear attention and retention (references only: fla's kernels on CUDA)
+    kernels/delta_rule/      DeltaNet's delta rule (references only: fla's kernels on CUDA)
 
 Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like
 the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
