@@ -7,12 +7,17 @@
     kernels/diversity/       HADES's diversity loss over the slot outputs
     kernels/router/          HADES's in_proj with the router's fp32 product (one gradient sum)
     kernels/cross_entropy/   the LM head's token-level cross-entropy on bf16 logits
+    kernels/linear_attn/     linear attention and retention (references only: fla's kernels on CUDA)
+    kernels/delta_rule/      DeltaNet's delta rule (references only: fla's kernels on CUDA)
+    kernels/companion_scan/  Sparse Mamba's scan with a companion-form state matrix
 
-Each op folder is split as `reference.py` (plain torch: a token-by-token loop that reads like
-the equation, and a chunked form fast enough to train on CPU), `op.py` (autograd.Function +
-launcher of the Triton kernels) and `kernel.py` (Triton). The package's public function
+Each op folder is split as `reference.py` (plain torch: for a recurrence `<op>_step`, the
+token-by-token `<op>_loop` that reads like the equation and the `<op>_chunked` form fast enough
+to train on CPU; for any other op `<function>_ref`), `op.py` (autograd.Function + launcher of
+the Triton kernels) and `kernel.py` (Triton). The package's public function
 (`kernels.ssd.ssd_scan`, `kernels.selective_scan.selective_scan`) picks Triton for CUDA inputs
-when it imports (`_triton.triton_op`), the chunked reference otherwise.
+when it imports (`_triton.triton_op`), the reference otherwise. The rule and the naming
+convention in full: docs/CONTRACTS.md, "Kernels".
 
 Imports point one way: `kernels` never imports `hades`.
 

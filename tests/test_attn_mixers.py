@@ -18,14 +18,9 @@ import torch
 
 from hades.config import ModelConfig
 from hades.models.mixers import build_mixer
-from hades.models.mixers.linear_ops import (
-    delta_rule_chunked,
-    delta_rule_loop,
-    l2norm,
-    linear_attn_chunked,
-    linear_attn_loop,
-)
 from hades.models.mixers.retnet import retention_log_decay
+from kernels.delta_rule import delta_rule_chunked, delta_rule_loop, l2norm
+from kernels.linear_attn import linear_attn_chunked, linear_attn_loop
 
 ARCHS = ["linear_attn", "retnet", "deltanet"]
 B, T, H, K, V, CHUNK = 2, 63, 3, 8, 6, 16

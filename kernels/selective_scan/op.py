@@ -1,4 +1,5 @@
-"""Autograd op and public function of the Triton selective scan (kernels in `kernel.py`).
+"""Autograd op and public function of the Triton selective scan (kernels in `kernel.py`; the
+forward layouts other than the default "split", for the benchmark's sweep, in `sweep_kernels.py`).
 
     selective_scan(u, delta, A, B, C, D=None, initial_state=None, chunk_size=32) -> (y, final_state)
 
@@ -24,19 +25,17 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
-from .kernel import (
-    LOG2E,
-    selective_scan_bwd_kernel,
+from .kernel import LOG2E, selective_scan_bwd_kernel, selective_scan_fwd_split_kernel
+from .sweep_kernels import (
     selective_scan_fwd_kernel,
     selective_scan_fwd_seq_kernel,
-    selective_scan_fwd_split_kernel,
     selective_scan_fwd_tnc_kernel,
 )
 
 # Launch parameters (tuned on an H100 by benchmarks/selective_scan.py; docs/benchmarks.md).
 CONFIG = {
     # layout "tcn": tile (time, channel, state); "tnc": (time, state, channel); "seq": one token
-    # at a time with the states in-thread, launched with "fwd_seq" (see kernel.py)
+    # at a time with the states in-thread, launched with "fwd_seq" (these three: sweep_kernels.py)
     # H100 sweep (docs/benchmarks.md): seq 0.537 ms (BLOCK_T 4) / 0.507 (BLOCK_T 8, but that one
     # spills once the training forward stores states), tcn 0.603, tnc 0.672, split 0.267 (fourth round) -> split
     "fwd": {"BLOCK_T": 8, "BLOCK_C": 32, "num_warps": 4, "layout": "split"},

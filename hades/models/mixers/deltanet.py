@@ -16,9 +16,9 @@ for q, k and v. L2norm is x / sqrt(Σx² + 1e-6) (fla applies it inside the kern
 use_qk_l2norm_in_kernel). The state is the (B, H, K, V) matrix plus the last d_conv−1 inputs of
 each conv.
 
-Compute paths: reference = `linear_ops.delta_rule_chunked` (chunkwise WY form, plain torch); fast
-(CUDA, cfg.kernel == "auto", bf16/fp16 activations: fla's kernel refuses fp32) = fla's
-`chunk_delta_rule`; decode = `linear_ops.delta_rule_step`.
+Compute paths: reference = `kernels.delta_rule.delta_rule_chunked` (chunkwise WY form, plain
+torch); fast (CUDA, cfg.kernel == "auto", bf16/fp16 activations: fla's kernel refuses fp32) =
+fla's `chunk_delta_rule`; decode = `kernels.delta_rule.delta_rule_step`.
 
 Initialisation as fla's `FLAPreTrainedModel._init_weights`: Linear *and* Conv1d weights ~
 N(0, initializer_range) (fla's ShortConvolution is an nn.Conv1d), norm weight 1.
@@ -35,10 +35,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hades.config import ModelConfig
+from kernels.delta_rule import delta_rule_chunked, delta_rule_step, l2norm
 
 from ..layers import RMSNorm, ShortConv
 from .base import Mixer, MixerOutput, State
-from .linear_ops import delta_rule_chunked, delta_rule_step, l2norm
 
 EXPAND_K = 1  # fla's DeltaNet defaults
 EXPAND_V = 1

@@ -16,8 +16,9 @@ Hadamard feature map and output RMSNorm instead of elu+1 and the Σφ(q)·φ(k) 
 paper's baselines follow fla's layer definitions (PAPER.md). Recurrent form: S_t = S_{t−1} +
 φ(k_t) v_tᵀ, o_t = scale · S_tᵀ φ(q_t) (state (B, H, K, V), no decay).
 
-Compute paths: reference = `linear_ops.linear_attn_chunked` (plain torch); fast (CUDA, cfg.kernel
-== "auto") = fla's `chunk_linear_attn(normalize=False)`; decode = `linear_ops.linear_attn_step`.
+Compute paths: reference = `kernels.linear_attn.linear_attn_chunked` (plain torch); fast (CUDA,
+cfg.kernel == "auto") = fla's `chunk_linear_attn(normalize=False)`; decode =
+`kernels.linear_attn.linear_attn_step`.
 
 Initialisation as fla's `FLAPreTrainedModel._init_weights`: every Linear weight (projections
 and the feature map layers) ~ N(0, initializer_range), biases 0, norm weights 1.
@@ -34,10 +35,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hades.config import ModelConfig
+from kernels.linear_attn import linear_attn_chunked, linear_attn_step
 
 from ..layers import RMSNorm
 from .base import Mixer, MixerOutput, State
-from .linear_ops import linear_attn_chunked, linear_attn_step
 
 EXPAND_K = 1  # fla's LinearAttention defaults: key and value width = d_model
 EXPAND_V = 1

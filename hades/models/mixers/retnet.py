@@ -15,8 +15,9 @@ Mirrors fla 0.6.0 `fla.layers.multiscale_retention.MultiScaleRetention` as
 No short convolution, no feature map (fla's defaults). Recurrent form: S_t = γ_h S_{t−1} +
 k_t v_tᵀ, state (B, H, K, V), plus the position counter the rotary embedding needs in decoding.
 
-Compute paths: reference = `linear_ops.linear_attn_chunked` with log γ (plain torch); fast (CUDA,
-cfg.kernel == "auto") = fla's `chunk_retention` (the same γ_h); decode = `linear_attn_step`.
+Compute paths: reference = `kernels.linear_attn.linear_attn_chunked` with log γ (plain torch);
+fast (CUDA, cfg.kernel == "auto") = fla's `chunk_retention` (the same γ_h); decode =
+`linear_attn_step`.
 
 Initialisation as fla's `FLAPreTrainedModel._init_weights`: every Linear weight ~ N(0,
 initializer_range), norm weight 1; nothing is learned in the decays.
@@ -34,10 +35,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from hades.config import ModelConfig
+from kernels.linear_attn import linear_attn_chunked, linear_attn_step
 
 from ..layers import RMSNorm
 from .base import Mixer, MixerOutput, State
-from .linear_ops import linear_attn_chunked, linear_attn_step
 
 EXPAND_K = 1  # fla's MultiScaleRetention defaults
 EXPAND_V = 2
