@@ -95,7 +95,7 @@ def test_tracking_does_not_import_training():
 
 
 def test_mixers_are_peers():
-    """No mixer imports another (they share base.py, ssm_init.py, linear_ops.py instead), so a
+    """No mixer imports another (they share base.py, ssm_init.py and the references under kernels/ instead), so a
     mixer's file can be changed, or dropped from the registry, alone."""
     mixers = {target.split(":")[0] for target in REGISTRY.values()}
     for module in sorted(mixers):
