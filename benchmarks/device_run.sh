@@ -39,7 +39,8 @@ import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.versio
 import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", einops.__version__, \"transformers\", transformers.__version__)"' ;;
     tests) run tests "${TESTS_LIMIT:-300}" env HADES_GPU_TEST_LOG="$JSON_OUT/gpu_test_errors.json" \
              python3 -m pytest tests/gpu -v -n 8 -p no:cacheprovider -rfE --durations=12 ${TESTS_K:+-k "$TESTS_K"} ;;
-    ssd) run ssd "${SSD_LIMIT:-240}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
+    ssd) # the official kernels (.device/official, timed where present) autotune ~100 configs per chunk size
+      run ssd "${SSD_LIMIT:-$([ -d .device/official/mamba_ssm ] && echo 540 || echo 240)}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
     cscan) run companion_scan "${CSCAN_LIMIT:-240}" python3 -m benchmarks.companion_scan ${CSCAN_ARGS:-} ;;
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
     conv) run conv 90 python3 -m benchmarks.conv ;;
