@@ -11,7 +11,6 @@ Errors name the offending key and the file, e.g.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hades.io import sha256_bytes
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -170,7 +171,7 @@ class Config:
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-able object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return sha256_bytes(blob)[:12]
 
 
 # a byte-level BPE starts from the 256 byte tokens plus <|endoftext|> (hades.data.tokenizer);

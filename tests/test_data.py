@@ -25,7 +25,7 @@ from hades.data.corpus import (
     read_texts,
     split_paragraph_documents,
 )
-from hades.data.io import DataError, sha256_file
+from hades.data.io import DataError
 from hades.data.shards import (
     TokenDataset,
     part_path,
@@ -38,6 +38,7 @@ from hades.data.shards import (
 )
 from hades.data.synthetic import Language, SyntheticConfig, generate_document
 from hades.data.tokenizer import EOS, build_tokenizer, load_tokenizer
+from hades.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 NEOX = Path(__file__).resolve().parents[2] / "shared/data/tokenizers/gpt-neox-20b/tokenizer.json"

@@ -288,7 +288,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path, caplog):
     bad = _tiny_checkpoint(root, 2)
     marker = tmp_path / "code_ran"
     torch.save({"format_version": 1, "step": 2, "payload": _Evil(marker)}, bad / "trainer.pt")
-    from hades.train.atomic import sha256_file
+    from hades.io import sha256_file
 
     # valid checksums: only the loader's refusal to unpickle objects can stop this file
     (bad / CHECKSUM_FILE).write_text("".join(f"{sha256_file(bad / f)}  {f}\n" for f in FILES))

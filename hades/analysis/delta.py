@@ -166,7 +166,7 @@ def run(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, analyse it, write the JSON and the figure files."""
-    from hades.data.io import write_json
+    from hades.io import write_json
 
     from .common import load_checkpoint
 

@@ -33,7 +33,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_open, iter_jsonl, sha256_file, utf8_problem, write_json
+from hades.io import atomic_open, sha256_bytes, sha256_file, write_json
+
+from .io import DataError, iter_jsonl, utf8_problem
 from .synthetic import GENERATOR_VERSION, SyntheticConfig, cloze_item, iter_documents
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,7 @@ def _text_file_documents(paths: Iterable[str]) -> tuple[list[str], dict]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise DataError(f"data.text_files: {utf8_problem(path) or f'{p}: not UTF-8'}") from None
-        files[p] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        files[p] = sha256_bytes(text.encode("utf-8"))
         docs += split_paragraph_documents(text)
     return docs, {"text_files": files}
 

@@ -18,12 +18,10 @@ the model's MLflow run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from hades.io import UNKNOWN, git_info, sha256_file, write_json
 
 from .taskspec import EvalTaskError, TaskPlan, check_tasks, default_local_data, render_tasks
 
@@ -173,14 +173,6 @@ def average_accuracy(metrics: Mapping[str, float]) -> float | None:
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_tokenizer_for(checkpoint_dir: Path):
     """The tokenizer saved with a checkpoint (hades.data.tokenizer.load_tokenizer when present)."""
     tok_file = checkpoint_dir / "tokenizer.json"
@@ -232,7 +224,7 @@ def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | Non
 def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
     """What identifies the evaluated weights: path, checksum, the model config, the small JSON
     records the trainer left next to them, and the model's MLflow run id."""
-    prov: dict[str, Any] = {"path": str(ckpt), "weights_sha256": _sha256(ckpt / "model.safetensors")}
+    prov: dict[str, Any] = {"path": str(ckpt), "weights_sha256": sha256_file(ckpt / "model.safetensors")}
     records = {}
     for p in sorted(ckpt.glob("*.json")):
         if p.name.startswith("tokenizer") or p.name == "special_tokens_map.json" or p.stat().st_size > 65536:
@@ -249,32 +241,6 @@ def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
 
 
 # --- the rule's unit of work ---------------------------------------------------------------------
-
-
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def write_text_atomic(text: str, path: str | Path) -> None:
-    """Write via a temp file + rename: a reader never sees half a file, a crash leaves none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    write_text_atomic(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -350,6 +316,7 @@ def evaluate_checkpoint(
     import lm_eval
     import transformers
 
+    commit = git_info(Path(__file__).parent)["commit"]  # the evaluating code's revision
     record = {
         "model": grid_id or Path(checkpoint_dir).parent.name,
         "metrics": metrics,
@@ -371,11 +338,11 @@ def evaluate_checkpoint(
         "lm_eval": _json_safe({k: results.get(k) for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better", "configs")}),
         "versions": {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
                      "torch": torch.__version__, "transformers": transformers.__version__},
-        "git_sha": _git_sha(),
+        "git_sha": None if commit == UNKNOWN else commit,
         "elapsed_s": round(elapsed, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(record, out_json)
+    write_json(out_json, record, sort_keys=False, default=str)
     if cfg is not None and grid_id is not None:
         log_metrics_to_mlflow(cfg, grid_id, metrics, prefix="eval", artifact=out_json)
     return record

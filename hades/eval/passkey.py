@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from hades.io import atomic_write_text, write_json
+
 TASK_DESCRIPTION = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
     "I will quiz you about the important information there."
@@ -212,14 +214,12 @@ CSV_FIELDS = ("length", "depth", "score", "trials")
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> None:
     """results/passkey/{model}/passkey.csv (length, depth, score, trials), written atomically."""
-    from .harness import write_text_atomic
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: r[k] for k in CSV_FIELDS})
-    write_text_atomic(buf.getvalue(), path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -246,7 +246,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
     answers, settings, the config, the checkpoint's provenance), then logs summary metrics into
     the model's MLflow run (prefix "passkey").
     """
-    from .harness import config_record, load_checkpoint, log_metrics_to_mlflow, write_json_atomic
+    from .harness import config_record, load_checkpoint, log_metrics_to_mlflow
 
     pk = cfg.passkey
     lengths = list(pk.get("lengths", PAPER_LENGTHS))
@@ -271,7 +271,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
         "config": config_record(cfg, grid_id),
         "checkpoint": provenance,
     }
-    write_json_atomic(record, out_csv.with_suffix(".json"))
+    write_json(out_csv.with_suffix(".json"), record, sort_keys=False, default=str)
     write_csv(res["rows"], out_csv)
     log_metrics_to_mlflow(cfg, grid_id, summary_metrics(res["rows"]), prefix="passkey", artifact=out_csv)
     return record

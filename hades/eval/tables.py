@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hades.io import atomic_write_text
+
 from .harness import ACC_METRICS, AVG_KEY, PAPER_METRICS, TOY_METRICS, average_accuracy
 
 # paper_key -> (label, values in the column order of PAPER_COLUMNS[table])
@@ -230,8 +232,6 @@ def load_results(paths: Iterable[str | Path]) -> dict[str, dict[str, float]]:
 
 def make_tables(cfg, results_jsons: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
     """Write table{1,2}.{md,csv,tex} into out_dir (results/tables); returns the paths."""
-    from .harness import write_text_atomic
-
     results = load_results(results_jsons)
     unknown = sorted(set(results) - set(cfg.experiments))
     if unknown:
@@ -242,6 +242,6 @@ def make_tables(cfg, results_jsons: Iterable[str | Path], out_dir: str | Path) -
         columns, rows = build_table(cfg, table, results)
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             path = out_dir / f"table{table}.{ext}"
-            write_text_atomic(render(table, columns, rows), path)
+            atomic_write_text(path, render(table, columns, rows))
             written.append(path)
     return written

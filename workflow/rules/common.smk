@@ -20,7 +20,8 @@ from hades.config import ConfigError, config_hash, load_config, read_yaml
 
 # stdlib only: parsing stays fast (no torch)
 from hades.data.corpus import expand_text_files
-from hades.data.io import DataError, sha256_file
+from hades.data.io import DataError
+from hades.io import sha256_file
 
 
 def config_problem(msg):

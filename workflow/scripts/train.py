@@ -60,7 +60,7 @@ def subprocess_train(cfg, n_gpus: int, srun: bool) -> int:
     """Run the trainer as a child process (torchrun when n_gpus > 1, inside its own Slurm job
     step when `srun`); forward SIGTERM/SIGUSR1 to it (it checkpoints at the next step boundary)
     and map a preemption to EXIT_PREEMPTED, a refusal by the model's lock to EXIT_LOCKED."""
-    from hades.train.atomic import atomic_write_bytes
+    from hades.io import atomic_write_bytes
     from hades.train.loop import (
         EXIT_DIVERGED,
         EXIT_LOCKED,
