@@ -22,6 +22,8 @@ rule corpus:
         log_path("corpus"),
     benchmark:
         bench_path("corpus")
+    conda:
+        "../../envs/data.yaml"
     params:
         cfg=config_hash({k: v for k, v in CFG.data.items() if k != "num_shards"}),
         seed=CFG.seed,
@@ -38,6 +40,8 @@ rule tokenizer:
         log_path("tokenizer"),
     benchmark:
         bench_path("tokenizer")
+    conda:
+        "../../envs/data.yaml"
     params:
         cfg=cfg_hash("tokenizer"),
         source_sha256=data_tokenizer_source(),
@@ -59,6 +63,8 @@ rule tokenize_shard:
     wildcard_constraints:
         split="train|val",
         shard=r"\d+",
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     params:
         num_shards=data_shard_count,
@@ -78,5 +84,7 @@ rule tokenize:
         log_path("tokenize"),
     benchmark:
         bench_path("tokenize")
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/tokenize.py"

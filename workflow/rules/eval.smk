@@ -69,6 +69,8 @@ rule prepare_eval_data:
         bench_path("prepare_eval_data", "{task}")
     wildcard_constraints:
         task="|".join(PAPER_TASKS),
+    conda:
+        "../../envs/eval.yaml"
     params:
         src=lambda w: EVAL_SOURCES[w.task],
     script:
@@ -85,6 +87,8 @@ rule lm_eval:
         log_path("lm_eval", "{model}"),
     benchmark:
         bench_path("lm_eval", "{model}")
+    conda:
+        "../../envs/eval.yaml"
     threads: 1
     resources:
         gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
@@ -107,6 +111,8 @@ rule passkey:
         bench_path("passkey", "{model}")
     wildcard_constraints:
         model="|".join(PASSKEY_MODELS) or "^$",
+    conda:
+        "../../envs/eval.yaml"
     threads: 1
     resources:
         gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
@@ -126,6 +132,8 @@ rule tables:
         log_path("tables"),
     benchmark:
         bench_path("tables")
+    conda:
+        "../../envs/eval.yaml"
     params:
         experiments=config_hash(
             {

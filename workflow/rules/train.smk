@@ -27,6 +27,8 @@ rule mlflow_init:
     benchmark:
         bench_path("mlflow_init")
     localrule: True
+    conda:
+        "../../envs/train.yaml"
     params:
         tracking=cfg_hash("tracking"),
     script:
@@ -46,6 +48,8 @@ rule train:
         log_path("train", "{model}"),
     benchmark:
         bench_path("train", "{model}")
+    conda:
+        "../../envs/train.yaml"
     # train.num_threads of the grid id; 0 (torch's default) counts as one core here
     threads: lambda w: max(1, CFG.experiment(w.model).train.num_threads)
     resources:
