@@ -429,6 +429,9 @@ def test_snakemake_data_rules(tmp_path):
     ):
         (tmp_path / "workflow" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "workflow" / name, tmp_path / "workflow" / name)
+    # the rules name their env (conda: "../../envs/data.yaml"); Snakemake records its content
+    (tmp_path / "envs").mkdir()
+    shutil.copy(REPO / "envs" / "data.yaml", tmp_path / "envs" / "data.yaml")
     (tmp_path / "Snakefile").write_text(
         'configfile: "config/config.yaml"\n\n\ninclude: "workflow/rules/common.smk"\n'
         'include: "workflow/rules/data.smk"\n'
