@@ -588,7 +588,7 @@ def experiment_params(cfg: Config, grid_id: str, experiment: Any = None) -> dict
     return flatten(
         {
             **dataclasses.asdict(exp),
-            "data": dict(cfg.data),
+            "data": dict(cfg.raw_section("data")),
             "tokenizer": dict(cfg.tokenizer),
         }
     )

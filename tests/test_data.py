@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from hades.config import SyntheticConfig
 from hades.data.corpus import (
     build_corpus,
     expand_text_files,
@@ -36,7 +37,7 @@ from hades.data.shards import (
     tokenize_shard,
     write_manifest,
 )
-from hades.data.synthetic import Language, SyntheticConfig, generate_document
+from hades.data.synthetic import Language, generate_document
 from hades.data.tokenizer import EOS, build_tokenizer, load_tokenizer
 from hades.io import sha256_file
 

@@ -199,7 +199,7 @@ def from_config(
     from .common import load_documents
 
     docs, source = load_documents(cfg.analysis, ckpt_dir, val_jsonl, cfg.seed)
-    extra = {"documents": source, "analysis_config": dict(cfg.analysis), "config_hash": cfg.hash()}
+    extra = {"documents": source, "analysis_config": dict(cfg.raw_section("analysis")), "config_hash": cfg.hash()}
     return run(
         ckpt_dir,
         docs,

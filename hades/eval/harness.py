@@ -291,7 +291,7 @@ def evaluate_checkpoint(
     With cfg and grid_id, the metrics also go into that model's MLflow run (prefix "eval").
     """
     if offline is None:
-        offline = bool(cfg.eval.get("offline", False)) if cfg is not None else any(
+        offline = cfg.eval.offline if cfg is not None else any(
             os.environ.get(v, "0") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
         )
     if offline:  # before `datasets` loads (it reads these once): no network round trips at all

@@ -46,12 +46,6 @@ FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. Th
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
 
-# the paper's grid (config/paper.yaml carries the same numbers)
-PAPER_LENGTHS = tuple(1024 * k for k in range(1, 17))
-PAPER_DEPTHS = tuple(round(0.1 * k, 1) for k in range(11))
-PAPER_TRIALS = 10
-
-
 class PasskeyError(ValueError):
     """A passkey request that cannot run (length beyond the allowed maximum, too short, ...)."""
 
@@ -249,13 +243,13 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
     from .harness import config_record, load_checkpoint, log_metrics_to_mlflow
 
     pk = cfg.passkey
-    lengths = list(pk.get("lengths", PAPER_LENGTHS))
-    check_lengths(lengths, pk.get("max_length"))  # refuse before loading anything
+    lengths = list(pk.lengths)
+    check_lengths(lengths, pk.max_length)  # refuse before loading anything
     model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device, cfg.experiment(grid_id).model)
     autocast = torch.bfloat16 if model.device.type == "cuda" else None
     res = run_passkey(
-        model, tokenizer, lengths, list(pk.get("depths", PAPER_DEPTHS)), int(pk.get("trials", PAPER_TRIALS)),
-        int(pk.get("key_digits", 5)), max_length=pk.get("max_length"), batch_size=int(pk.get("batch_size", 8)),
+        model, tokenizer, lengths, list(pk.depths), pk.trials,
+        pk.key_digits, max_length=pk.max_length, batch_size=pk.batch_size,
         seed=cfg.seed, autocast_dtype=autocast,
     )
     out_csv = Path(out_csv)
@@ -263,7 +257,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
         "model": grid_id,
         "rows": res["rows"],
         "trials": res["trials"],
-        "settings": {**{k: v for k, v in pk.items() if k != "models"}, "device": str(model.device),
+        "settings": {**{k: v for k, v in cfg.raw_section("passkey").items() if k != "models"}, "device": str(model.device),
                      "precision": "bf16-autocast" if autocast else "fp32"},
         "prompt": {"task_description": TASK_DESCRIPTION, "filler": FILLER, "key_line": KEY_LINE, "question": QUESTION},
         "elapsed_s": res["elapsed_s"],

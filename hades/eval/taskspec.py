@@ -65,8 +65,8 @@ def default_local_data(cfg) -> dict[str, str]:
     prepared from eval.sources, and eval.local_data (which wins)."""
     corpus = Path(cfg.results_dir) / "data" / "corpus"
     out = {task: str(corpus / name) for task, name in PROJECT_TASKS.items()}
-    out.update({task: prepared_dir(cfg, task) for task in (cfg.eval.get("sources") or {})})
-    out.update(dict(cfg.eval.get("local_data") or {}))
+    out.update({task: prepared_dir(cfg, task) for task in cfg.eval.sources})
+    out.update(dict(cfg.eval.local_data))
     return out
 
 

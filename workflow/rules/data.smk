@@ -25,7 +25,9 @@ rule corpus:
     conda:
         "../../envs/data.yaml"
     params:
-        cfg=config_hash({k: v for k, v in CFG.data.items() if k != "num_shards"}),
+        cfg=config_hash(
+            {k: v for k, v in CFG.raw_section("data").items() if k != "num_shards"}
+        ),
         seed=CFG.seed,
     script:
         "../scripts/corpus.py"
@@ -68,7 +70,7 @@ rule tokenize_shard:
     threads: 1
     params:
         num_shards=data_shard_count,
-        max_train_tokens=CFG.data.get("max_train_tokens"),
+        max_train_tokens=CFG.data.max_train_tokens,
     script:
         "../scripts/tokenize.py"
 

@@ -21,22 +21,22 @@ from hades.eval.taskspec import (
     check_tasks,
 )
 
-EVAL_TASKS = list(CFG.eval.get("tasks", []))
-EVAL_SOURCES = dict(CFG.eval.get("sources") or {})
-EVAL_LOCAL = dict(CFG.eval.get("local_data") or {})
+EVAL_TASKS = list(CFG.eval.tasks)
+EVAL_SOURCES = dict(CFG.eval.sources)
+EVAL_LOCAL = dict(CFG.eval.local_data)
 # an offline task without local data fails here, when the config is parsed, not after training
 try:
     check_tasks(
         EVAL_TASKS,
         set(EVAL_LOCAL) | set(EVAL_SOURCES),
-        offline=bool(CFG.eval.get("offline")),
+        offline=CFG.eval.offline,
     )
     # a misspelt online task, too: reads a few of lm-eval's task files, and builds its index
     # (~20 s, imports lm-eval) only for a name no task file declares (hades.eval.taskspec)
     check_stock_task_names(
         EVAL_TASKS,
         set(EVAL_LOCAL) | set(EVAL_SOURCES),
-        offline=bool(CFG.eval.get("offline")),
+        offline=CFG.eval.offline,
     )
     for _task in EVAL_SOURCES:
         if _task not in PAPER_TASKS:
@@ -91,7 +91,7 @@ rule lm_eval:
         "../../envs/eval.yaml"
     threads: 1
     resources:
-        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
+        gpu=CFG.resources.gpus_per_eval_job,
     params:
         eval=cfg_hash("eval"),
         experiment=lambda w: cfg_hash("experiment", w.model),
@@ -115,7 +115,7 @@ rule passkey:
         "../../envs/eval.yaml"
     threads: 1
     resources:
-        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
+        gpu=CFG.resources.gpus_per_eval_job,
     params:
         passkey=cfg_hash("passkey"),
         experiment=lambda w: cfg_hash("experiment", w.model),

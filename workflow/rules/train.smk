@@ -53,7 +53,7 @@ rule train:
     # train.num_threads of the grid id; 0 (torch's default) counts as one core here
     threads: lambda w: max(1, CFG.experiment(w.model).train.num_threads)
     resources:
-        gpu=int(CFG.resources.get("gpus_per_train_job", 0)),
+        gpu=CFG.resources.gpus_per_train_job,
         cpus_per_task=lambda w: max(1, CFG.experiment(w.model).train.num_threads),
         mem_mb=4000,
         runtime=60,
