@@ -2,12 +2,12 @@
 
     python -m benchmarks.ssd [--heads 16 32] [--sweep]
 
-batch 8 x 2048 tokens, headdim P=64, dstate N=128, ngroups G=1, bf16 activations, fp32 A/D/dt.
-Times (median ms, warm-up excluded) ours: forward (no autograd) and forward+backward; with
-`--routed`, also the fused HADES entry (Δ gathered from M = 2H filter channels). Prints the
-plain-torch chunked reference and the official mamba_ssm Triton kernels (measured on the lent
-H100, ../shared/DESIGN.md) beside ours as ratios, and the compute and memory floors.
-`--sweep` times each kernel's launch configurations (coordinate-wise) and keeps the best.
+batch 8 x 2048 tokens, headdim P=64, dstate N=128, ngroups G=1, bf16 activations, fp32 A/D/dt. Times
+(median ms, warm-up excluded) ours: forward (no autograd) and forward+backward; with `--routed`,
+also the fused HADES entry (Δ gathered from M = 2H filter channels). Prints the plain-torch chunked
+reference and the official mamba_ssm Triton kernels (measured on the lent H100, docs/design.md "GPU
+reference numbers") beside ours as ratios, and the compute and memory floors. `--sweep` times each
+kernel's launch configurations (coordinate-wise) and keeps the best.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import PEAK_BF16_FLOPS, PEAK_BYTES, bench, environment, save, table, warm_gpu
 
-# mamba_ssm's Triton SSD kernels on the lent H100, bf16, batch 8 x 2048 (DESIGN.md)
+# mamba_ssm's Triton SSD kernels on the lent H100, bf16, batch 8 x 2048
+# (docs/design.md "GPU reference numbers")
 OFFICIAL_MS = {16: {"fwd": 0.42, "fwdbwd": 4.6}, 32: {"fwd": 0.84, "fwdbwd": 3.9}}
 GOALS_MS = {16: {"fwd": 0.25, "fwdbwd": 1.5}, 32: {"fwd": 0.5, "fwdbwd": 2.0}}
 

@@ -4,11 +4,12 @@ Run it before submitting the paper to a cluster (docs/cluster.md). The estimate 
 on the config, not a measurement; its assumptions are the module constants below, printed with
 the table, and each can be overridden on the command line.
 
-- Training: FLOPs = 6 * N * tokens (forward + backward, Kaplan et al. 2020), N the exact
-  parameter count of the built model (hades.params: meta device, nothing allocated), tokens = steps *
-  global_batch * seq_len. Throughput = peak bf16 FLOP/s * MFU. An MFU of 0.35 is what
-  well-tuned ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured
-  against mamba_ssm's (DESIGN.md), so this is the planning figure, not a promise.
+- Training: FLOPs = 6 * N * tokens (forward + backward, Kaplan et al. 2020), N the exact parameter
+  count of the built model (hades.params: meta device, nothing allocated), tokens = steps *
+  global_batch * seq_len. Throughput = peak bf16 FLOP/s * MFU. An MFU of 0.35 is what well-tuned
+  ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured against
+  mamba_ssm's (docs/design.md "GPU reference numbers"), so this is the planning figure, not a
+  promise.
 - Evaluation (lm_eval): forward only, 2 * N FLOPs per token, over the token counts of the nine
   tasks (EVAL_TASK_TOKENS: documents x choices x mean request length, rounded), at MFU 0.05:
   log-likelihood requests are short and padded, the GPU is mostly idle.

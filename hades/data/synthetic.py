@@ -1,10 +1,10 @@
 """A seeded toy language that ~1M-parameter models learn within ~100 steps of 8x256 tokens.
 
 Why: the default study runs offline on 2 CPU cores with about one minute of training per model
-(DESIGN.md, "Scales"), so its corpus must have structure at several ranges that a small model
-picks up quickly and that separates architectures: unigram/bigram statistics (Zipfian
-vocabulary), short-range syntax (agreement), exact local patterns (collocations, counting) and
-long-range retrieval (key/value recall, the toy analogue of the paper's passkey test, §5.3).
+(docs/design.md "Scales and the CPU budget"), so its corpus must have structure at several ranges
+that a small model picks up quickly and that separates architectures: unigram/bigram statistics
+(Zipfian vocabulary), short-range syntax (agreement), exact local patterns (collocations, counting)
+and long-range retrieval (key/value recall, the toy analogue of the paper's passkey test, §5.3).
 
 The language. Every word is made up and pronounceable (syllables of a seeded inventory):
 - open classes, `n_words` words in all: names (capitalised), nouns (two agreement classes),

@@ -1,8 +1,8 @@
 """Zero-shot evaluation with lm-evaluation-harness through its documented entry points.
 
-PAPER.md "Evaluation": wikitext (word perplexity), lambada_openai (perplexity, acc), piqa (acc),
-hellaswag (acc_norm), winogrande (acc), arc_easy (acc), arc_challenge (acc_norm), boolq (acc),
-openbookqa (acc_norm); "Avg." = mean of the 8 accuracies.
+docs/paper.md "Evaluation": wikitext (word perplexity), lambada_openai (perplexity, acc), piqa
+(acc), hellaswag (acc_norm), winogrande (acc), arc_easy (acc), arc_challenge (acc_norm), boolq
+(acc), openbookqa (acc_norm); "Avg." = mean of the 8 accuracies.
 
 The model goes in as an instance, `HFLM(pretrained=<HadesForCausalLM>, tokenizer=...)`, and the
 run is `lm_eval.simple_evaluate(model=lm, tasks=..., task_manager=TaskManager(include_path=...))`
@@ -161,9 +161,9 @@ def extract_metrics(lm_results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def average_accuracy(metrics: Mapping[str, float]) -> float | None:
-    """PAPER.md: "Avg." = mean of the 8 accuracies; None unless all 8 are there. A non-finite
-    accuracy makes the mean non-finite (not None): a broken evaluation must show in the tables,
-    not look like a task that was not run."""
+    """docs/paper.md "Evaluation": "Avg." = mean of the 8 accuracies; None unless all 8 are there. A
+    non-finite accuracy makes the mean non-finite (not None): a broken evaluation must show in the
+    tables, not look like a task that was not run."""
     values = [metrics.get(k) for k in ACC_METRICS]
     if any(v is None for v in values):
         return None

@@ -1,4 +1,4 @@
-"""Passkey retrieval (PAPER.md "Passkey retrieval"; paper Appendix C.2, Figure 3).
+"""Passkey retrieval (docs/paper.md "Passkey retrieval"; paper Appendix C.2, Figure 3).
 
 The LongLoRA formulation (Chen et al., 2024): a task description, filler text repeated, the line
 "The pass key is K. Remember it. K is the pass key." inserted at a depth, then the question "What

@@ -1,6 +1,6 @@
 """Which lm-eval task definition each requested task runs with, and where its data comes from.
 
-Three kinds of task (DESIGN.md decision 4: one `simple_evaluate` path everywhere):
+Three kinds of task (docs/design.md "Decisions", 4: one `simple_evaluate` path everywhere):
 
 - project tasks (`toy_ppl`, `toy_cloze`, hades/eval/tasks/toy/): lm-eval YAMLs over the generated
   corpus's held-out files; the default study runs these.

@@ -1,9 +1,9 @@
 """The training loop of every grid id: `train(cfg, grid_id)`.
 
-Recipe (PAPER.md, training setup): AdamW with no decay on biases/norms/A_log/D/dt_bias/γ
-(optim.py), linear warm-up then cosine to min_lr_ratio·lr, grad clip, next-token CE plus the
-model's weighted auxiliary losses (HADES: λ1·L_balance + λ2·L_diversity), bf16 autocast on
-CUDA, fp32 on CPU.
+Recipe (docs/paper.md "Scale and training recipe"): AdamW with no decay on
+biases/norms/A_log/D/dt_bias/γ (optim.py), linear warm-up then cosine to min_lr_ratio·lr, grad clip,
+next-token CE plus the model's weighted auxiliary losses (HADES: λ1·L_balance + λ2·L_diversity),
+bf16 autocast on CUDA, fp32 on CPU.
 
 Determinism: the data of optimizer update `step` is the global batch drawn from (seed, step)
 (hades.data.shards); rank r of W trains on rows [r·G/W, (r+1)·G/W), in micro-batches of
