@@ -5,6 +5,12 @@
 #   snakemake --cores all --profile slurm --configfile config/paper.yaml   # the paper, on Slurm
 
 
+from snakemake.utils import min_version
+
+# the floor is the release envs/requirements.txt pins and CI runs (9.27.1); older ones are untested
+min_version("9.27")
+
+
 # `--configfile X` replaces the default study rather than merging into it (Snakemake's default
 # merge would leave toy-only keys, e.g. the synthetic corpus, inside the paper config).
 # The path is the Snakefile's, not the working directory's (Snakemake's default for a relative
@@ -20,22 +26,13 @@ if not workflow.config_settings.configfiles:
 os.environ.update(HADES_REPO_ROOT=workflow.basedir)
 
 
-# validates the config (hades.config) at parse time, before any job starts
+# validates the config (hades.config) at parse time, before any job starts. Each rule names the
+# pinned environment of its stage (`conda: "../../envs/<stage>.yaml"`, used with `--sdm conda`).
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/analysis.smk"
-
-
-# Each stage's rules run in the pinned environment of their stage (envs/<stage>.yaml, used with
-# `--sdm conda`) unless a rule names its own `conda:`.
-for _rule in workflow.rules:
-    _stage = os.path.splitext(os.path.basename(_rule.snakefile))[0]
-    if _rule.conda_env is None and os.path.exists(
-        f"{workflow.basedir}/envs/{_stage}.yaml"
-    ):
-        _rule.conda_env = f"../../envs/{_stage}.yaml"
 
 
 report: "workflow/report/workflow.rst"

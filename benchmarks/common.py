@@ -1,8 +1,8 @@
 """Shared helpers of the GPU benchmarks: timing, floors, environment, tables.
 
 Timing: `triton.testing.do_bench` (CUDA events), median of the repeats, warm-up excluded.
-Floors: the measured ceilings of the lent H100 (../shared/DESIGN.md): bf16 matrix products
-724 TFLOP/s, device-to-device copy 3.0 TB/s (bytes read + written); the special-function
+Floors: the measured ceilings of the lent H100 (docs/design.md "GPU reference numbers"): bf16 matrix
+products 724 TFLOP/s, device-to-device copy 3.0 TB/s (bytes read + written); the special-function
 unit (exp2) 16 results / clock / SM.
 """
 

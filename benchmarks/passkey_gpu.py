@@ -77,11 +77,11 @@ def main(argv=None) -> dict:
 
     cfg = load_config(args.config)
     pk = cfg.passkey
-    lengths = args.lengths or list(pk["lengths"])
-    depths = args.depths or list(pk["depths"])
-    trials = args.trials or int(pk["trials"])
-    key_digits = args.key_digits or int(pk["key_digits"])
-    batch_size = args.batch_size or int(pk.get("batch_size", 8))
+    lengths = args.lengths or list(pk.lengths)
+    depths = args.depths or list(pk.depths)
+    trials = args.trials or pk.trials
+    key_digits = args.key_digits or pk.key_digits
+    batch_size = args.batch_size or pk.batch_size
     tok = load_tokenizer(find_tokenizer(args.tokenizer, cfg))
 
     device = torch.device(args.device)
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     amp = torch.bfloat16 if args.dtype == "bf16" else None
     print(f"{args.model}: {n_params / 1e6:.1f}M parameters, vocab {len(tok)}, on {device} ({args.dtype}), "
           f"built in {build_s:.1f}s", flush=True)
-    kw = dict(key_digits=key_digits, max_length=pk.get("max_length"), batch_size=batch_size, seed=cfg.seed,
+    kw = dict(key_digits=key_digits, max_length=pk.max_length, batch_size=batch_size, seed=cfg.seed,
               autocast_dtype=amp)
 
     warmup_s = 0.0

@@ -11,7 +11,7 @@ found (`--official DIR`, default .device/official, built by scripts/official_ssd
 machines here have no mamba_ssm) at each `--official-chunks` size (64 = ours, 256 = Mamba2's
 default; the fastest is `official_ms`), after a check that they compute our function (relative L2
 differences of y, the final state and every gradient). `official_h100_ms` keeps the H100
-figures of ../shared/DESIGN.md. Then the compute and memory floors.
+figures of docs/design.md "GPU reference numbers". Then the compute and memory floors.
 `--sweep` times each kernel's launch configurations (coordinate-wise) and keeps the best.
 """
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import PEAK_BF16_FLOPS, PEAK_BYTES, bench, environment, save, table, warm_gpu
 
-# mamba_ssm's Triton SSD kernels on the lent H100, bf16, batch 8 x 2048 (DESIGN.md); history only
+# mamba_ssm's Triton SSD kernels on the lent H100, bf16, batch 8 x 2048 (docs/design.md "GPU reference numbers"); history only
 OFFICIAL_H100_MS = {16: {"fwd": 0.42, "fwdbwd": 4.6}, 32: {"fwd": 0.84, "fwdbwd": 3.9}}
 GOALS_MS = {16: {"fwd": 0.25, "fwdbwd": 1.5}, 32: {"fwd": 0.5, "fwdbwd": 2.0}}
 DEFAULT_OFFICIAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".device", "official")

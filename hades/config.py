@@ -4,6 +4,13 @@ One config file (config/config.yaml, config/paper.yaml) describes a whole study.
 `model:` and `train:` hold the defaults; each entry of `experiments:` (a grid id such as
 `mamba2` or `hades_no_balance`) overrides them. An ablation is a new entry, never a new flag.
 
+Every default lives in one dataclass here: ModelConfig and TrainConfig for the experiments,
+DataConfig (with SyntheticConfig and HFDatasetConfig), EvalConfig, PasskeyConfig,
+AnalysisConfig and ResourcesConfig for the other sections; call sites read their fields
+(`cfg.eval.max_length`), never `.get(key, default)`. What rule params hash and what outputs
+record is the section as the file wrote it (`Config.raw_section`), so a default changed here
+reruns nothing by itself.
+
 Errors name the offending key and the file, e.g.
     config/config.yaml: experiments.hades.model.n_shared: 16 is not valid under ...
 """
@@ -11,16 +18,16 @@ Errors name the offending key and the file, e.g.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from hades.archs import ARCHS
+from hades.io import sha256_bytes
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -118,6 +125,148 @@ class TrainConfig:
     eval_windows: int = 16
 
 
+class _Section:
+    """A typed config section: its fields and their defaults, read from the section's mapping.
+    `section["key"]` reads a field by its config key, as a mapping would."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, where: str | None = None):
+        """The section from its mapping (None: all defaults). Unknown or missing keys and the
+        checks of `check` are ConfigErrors naming `where` and the key."""
+        where = where or cls._where
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
+        if unknown:  # the schema should have caught this; keep the dataclass honest too
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        for name, f in fields.items():
+            if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}.{name}: required")
+        for k, v in values.items():
+            if k in cls._nested and v is not None:
+                values[k] = cls._nested[k].from_mapping(v, f"{where}.{k}")
+            elif isinstance(v, list):
+                values[k] = tuple(v)
+        section = cls(**values)
+        section.check(where)
+        return section
+
+    def check(self, where: str) -> None:
+        """Semantic checks the schema cannot express."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(_Section):
+    """data.synthetic: the seeded toy language of hades/data/synthetic.py."""
+
+    _where: ClassVar[str] = "data.synthetic"
+
+    n_docs: int = 4000  # training documents (the held-out ones are data.val_docs more)
+    n_words: int = 600  # open-class vocabulary of the generated language
+    zipf_exponent: float = 1.1
+    recall_fraction: float = 0.3
+    doc_words: tuple[int, int] = (40, 220)  # words per document, uniform in [lo, hi]
+
+    def check(self, where: str) -> None:
+        lo, hi = self.doc_words
+        if not 0 < lo <= hi:
+            raise ConfigError(f"{where}.doc_words: must be [lo, hi] with 0 < lo <= hi, got {list(self.doc_words)}")
+        if self.n_words < 40:
+            raise ConfigError(f"{where}.n_words: must be >= 40, got {self.n_words}")
+
+
+@dataclass(frozen=True)
+class HFDatasetConfig(_Section):
+    """data.hf_dataset: `datasets.load_dataset(path, name=..., split=..., data_files=...)`."""
+
+    _where: ClassVar[str] = "data.hf_dataset"
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    data_files: str | tuple[str, ...] | None = None
+    streaming: bool = True
+    max_docs: int | None = None  # None: the whole split
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """data: where the corpus comes from (hades/data/corpus.py) and how it is sharded."""
+
+    _where: ClassVar[str] = "data"
+    _nested: ClassVar[dict[str, type]] = {"synthetic": SyntheticConfig, "hf_dataset": HFDatasetConfig}
+
+    source: str  # synthetic | text_files | hf_dataset
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    text_files: tuple[str, ...] = ()
+    hf_dataset: HFDatasetConfig | None = None
+    val_docs: int = 200  # held-out documents
+    num_shards: int = 1  # train token shards (one tokenize_shard job each)
+    max_train_tokens: int | None = None  # None: the whole corpus
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    """eval: the lm-eval tasks and their settings (hades/eval/harness.py)."""
+
+    _where: ClassVar[str] = "eval"
+
+    tasks: tuple[str, ...] = ()
+    local_data: Mapping[str, str] = field(default_factory=dict)  # task -> prepared local data
+    sources: Mapping[str, str] = field(default_factory=dict)  # task -> a benchmark release file
+    batch_size: int = 8
+    max_length: int = 2048
+    limit: int | None = None  # None: every document
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class PasskeyConfig(_Section):
+    """passkey: the retrieval grid (hades/eval/passkey.py); the defaults are the paper's
+    (docs/paper.md "Passkey retrieval"): 1K-16K tokens, depths 0-1 by 0.1, 10 trials."""
+
+    _where: ClassVar[str] = "passkey"
+
+    lengths: tuple[int, ...] = tuple(1024 * k for k in range(1, 17))
+    depths: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(11))
+    trials: int = 10
+    key_digits: int = 5
+    max_length: int | None = None  # refuse lengths above this; None: no limit
+    batch_size: int = 8
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnalysisConfig(_Section):
+    """analysis: the spectrum and Δ-histogram figures (hades/analysis)."""
+
+    _where: ClassVar[str] = "analysis"
+
+    models: tuple[str, ...] = ()
+    layer: int | None = None  # 0-based; None: the middle layer
+    sample_text: str | None = None  # analyse this text instead of held-out documents
+    delta_docs: int = 25  # held-out documents for the Δ histogram
+    delta_max_tokens: int = 38_000
+
+
+@dataclass(frozen=True)
+class ResourcesConfig(_Section):
+    """resources: GPUs per job kind (the rules' `gpu` resource; 0 = CPU)."""
+
+    _where: ClassVar[str] = "resources"
+
+    gpus_per_train_job: int = 0
+    gpus_per_eval_job: int = 0
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One grid entry: a named model + training recipe."""
@@ -137,13 +286,13 @@ class Config:
     seed: int
     results_dir: str
     tracking: Mapping[str, Any]
-    data: Mapping[str, Any]
+    data: DataConfig
     tokenizer: Mapping[str, Any]
     experiments: Mapping[str, Experiment]
-    eval: Mapping[str, Any]
-    passkey: Mapping[str, Any]
-    analysis: Mapping[str, Any]
-    resources: Mapping[str, Any]
+    eval: EvalConfig
+    passkey: PasskeyConfig
+    analysis: AnalysisConfig
+    resources: ResourcesConfig
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     source: str = "<dict>"
 
@@ -166,11 +315,16 @@ class Config:
     def hash(self) -> str:
         return config_hash(self.raw)
 
+    def raw_section(self, name: str) -> Mapping[str, Any]:
+        """A top-level section as the config wrote it, no defaults filled ({} when absent): what
+        rule params hash and outputs record."""
+        return self.raw.get(name, {})
+
 
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-able object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return sha256_bytes(blob)[:12]
 
 
 # a byte-level BPE starts from the 256 byte tokens plus <|endoftext|> (hades.data.tokenizer);
@@ -349,8 +503,13 @@ def load_config(src: str | Path | Mapping[str, Any], source: str | None = None) 
             model=model,
             train=train,
         )
+    sections = {
+        name: cls.from_mapping(raw.get(name), f"{source}: {name}")
+        for name, cls in (("data", DataConfig), ("eval", EvalConfig), ("passkey", PasskeyConfig),
+                          ("analysis", AnalysisConfig), ("resources", ResourcesConfig))
+    }
     for section in ("passkey", "analysis"):
-        for gid in raw.get(section, {}).get("models", []):
+        for gid in sections[section].models:
             if gid not in experiments:
                 raise ConfigError(f"{source}: {section}.models: unknown grid id {gid!r}")
 
@@ -359,13 +518,9 @@ def load_config(src: str | Path | Mapping[str, Any], source: str | None = None) 
         seed=raw["seed"],
         results_dir=raw.get("results_dir", "results"),
         tracking=raw.get("tracking", {}),
-        data=raw["data"],
         tokenizer=raw["tokenizer"],
         experiments=experiments,
-        eval=raw.get("eval", {}),
-        passkey=raw.get("passkey", {}),
-        analysis=raw.get("analysis", {}),
-        resources=raw.get("resources", {}),
+        **sections,
         raw=raw,
         source=source,
     )

@@ -8,9 +8,10 @@ in seconds on a laptop) with the vocabulary its tokenizer will have:
   against the working directory, as the pipeline's do), else `FALLBACK_VOCAB["file"]`;
 - `kind: hub`: `FALLBACK_VOCAB["hub"]` (counting must work offline).
 
-Both fallbacks are the paper's GPT-NeoX-20B tokenizer (50,277 tokens, PAPER.md), which is what
-config/paper.yaml names. An experiment's explicit `model.vocab_size` wins over all of these.
-Embeddings are padded to `pad_vocab_multiple` and, when tied, counted once.
+Both fallbacks are the paper's GPT-NeoX-20B tokenizer (50,277 tokens, docs/paper.md "Scale and
+training recipe"), which is what config/paper.yaml names. An experiment's explicit
+`model.vocab_size` wins over all of these. Embeddings are padded to `pad_vocab_multiple` and, when
+tied, counted once.
 """
 
 from __future__ import annotations

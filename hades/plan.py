@@ -4,11 +4,12 @@ Run it before submitting the paper to a cluster (docs/cluster.md). The estimate 
 on the config, not a measurement; its assumptions are the module constants below, printed with
 the table, and each can be overridden on the command line.
 
-- Training: FLOPs = 6 * N * tokens (forward + backward, Kaplan et al. 2020), N the exact
-  parameter count of the built model (hades.params: meta device, nothing allocated), tokens = steps *
-  global_batch * seq_len. Throughput = peak bf16 FLOP/s * MFU. An MFU of 0.35 is what
-  well-tuned ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured
-  against mamba_ssm's (DESIGN.md), so this is the planning figure, not a promise.
+- Training: FLOPs = 6 * N * tokens (forward + backward, Kaplan et al. 2020), N the exact parameter
+  count of the built model (hades.params: meta device, nothing allocated), tokens = steps *
+  global_batch * seq_len. Throughput = peak bf16 FLOP/s * MFU. An MFU of 0.35 is what well-tuned
+  ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured against
+  mamba_ssm's (docs/design.md "GPU reference numbers"), so this is the planning figure, not a
+  promise.
 - Evaluation (lm_eval): forward only, 2 * N FLOPs per token, over the token counts of the nine
   tasks (EVAL_TASK_TOKENS: documents x choices x mean request length, rounded), at MFU 0.05:
   log-likelihood requests are short and padded, the GPU is mostly idle.
@@ -56,8 +57,8 @@ def plan(
     """Stages with job counts, FLOPs, GPU-hours and wall-clock hours per job."""
     params = {gid: row["params"] for gid, row in count_params(cfg).items()}
     flops_per_gpu_s = peak_tflops * 1e12
-    gpus_train = int(cfg.resources.get("gpus_per_train_job", 1)) or 1
-    gpus_eval = int(cfg.resources.get("gpus_per_eval_job", 1)) or 1
+    gpus_train = cfg.resources.gpus_per_train_job or 1  # a CPU study is planned as on one GPU
+    gpus_eval = cfg.resources.gpus_per_eval_job or 1
     stages = []
 
     train_flops, train_tokens = 0.0, 0
@@ -79,12 +80,12 @@ def plan(
         )
     )
 
-    tasks = cfg.eval.get("tasks", [])
-    limit = cfg.eval.get("limit")
+    tasks = cfg.eval.tasks
+    limit = cfg.eval.limit
     eval_tokens = sum(EVAL_TASK_TOKENS.get(t, 0) for t in tasks)
     unknown = [t for t in tasks if t not in EVAL_TASK_TOKENS]
     if limit:
-        eval_tokens = min(eval_tokens, limit * len(tasks) * 4 * cfg.eval.get("max_length", 2048))
+        eval_tokens = min(eval_tokens, limit * len(tasks) * 4 * cfg.eval.max_length)
     eval_flops = sum(2 * n * eval_tokens for n in params.values())
     gpu_h = eval_flops / (flops_per_gpu_s * eval_mfu) / 3600
     stages.append(
@@ -102,10 +103,10 @@ def plan(
     )
 
     pk = cfg.passkey
-    models = pk.get("models", [])
-    prompts = len(pk.get("depths", [])) * pk.get("trials", 0)
-    pk_tokens = sum(pk.get("lengths", [])) * prompts
-    decode_tokens = len(pk.get("lengths", [])) * prompts * (pk.get("key_digits", 5) + 2)
+    models = pk.models
+    prompts = len(pk.depths) * pk.trials
+    pk_tokens = sum(pk.lengths) * prompts
+    decode_tokens = len(pk.lengths) * prompts * (pk.key_digits + 2)
     pk_flops = sum(2 * params[m] * (pk_tokens + decode_tokens) for m in models)
     gpu_h = pk_flops / (flops_per_gpu_s * eval_mfu) / 3600
     stages.append(
@@ -122,8 +123,8 @@ def plan(
     )
 
     an = cfg.analysis
-    an_models = an.get("models", [])
-    an_tokens = an.get("delta_max_tokens", 0) + 64
+    an_models = an.models
+    an_tokens = an.delta_max_tokens + 64
     an_flops = sum(2 * params[m] * an_tokens for m in an_models)
     gpu_h = an_flops / (flops_per_gpu_s * eval_mfu) / 3600
     stages.append(
@@ -139,14 +140,14 @@ def plan(
         )
     )
 
-    data_tokens = cfg.data.get("max_train_tokens") or max(
+    data_tokens = cfg.data.max_train_tokens or max(
         (e.train.steps * e.train.global_batch * e.train.seq_len for e in cfg.experiments.values()),
         default=0,
     )
     stages.append(
         dict(
             stage="tokenize",
-            jobs=int(cfg.data.get("num_shards", 1)),
+            jobs=cfg.data.num_shards,
             gpus_per_job=0,
             tokens=data_tokens,
             flops=0.0,
@@ -155,7 +156,7 @@ def plan(
             wall_hours_per_job=data_tokens
             / TOKENIZE_TOKENS_PER_S
             / 3600
-            / int(cfg.data.get("num_shards", 1)),
+            / cfg.data.num_shards,
             assumption=f"CPU: {TOKENIZE_TOKENS_PER_S:,} tokens/s per core",
         )
     )

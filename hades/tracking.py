@@ -46,7 +46,6 @@ import os
 import random
 import re
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hades.config import Config, ConfigError, config_hash, flatten
-from hades.train.atomic import atomic_write_bytes, atomic_write_json
+from hades.io import atomic_write_bytes, write_json
 
 log = logging.getLogger("hades.tracking")
 T = TypeVar("T")
@@ -120,22 +119,6 @@ def db_path(uri: str) -> Path:
 
 def _artifacts_uri(cfg: Config) -> str:
     return results_path(cfg, "mlflow", "artifacts").resolve().as_uri()
-
-
-def git_info() -> dict[str, Any]:
-    """{'commit': sha or 'unknown', 'dirty': bool or None} of the repository in the cwd, read
-    when called (a long-lived process may see several commits)."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-        return {"commit": sha, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
 
 
 # -- retries -------------------------------------------------------------------------------
@@ -312,7 +295,7 @@ def init_store(cfg: Config) -> dict[str, str]:
             _mark_kind(client, exp)
             _reroot_artifacts(cfg, exp)
         info = {"tracking_uri": uri, "experiment": name, "experiment_id": str(exp_id)}
-        atomic_write_json(store_info_path(cfg), info)
+        write_json(store_info_path(cfg), info, default=str)
     return info
 
 
@@ -605,7 +588,7 @@ def experiment_params(cfg: Config, grid_id: str, experiment: Any = None) -> dict
     return flatten(
         {
             **dataclasses.asdict(exp),
-            "data": dict(cfg.data),
+            "data": dict(cfg.raw_section("data")),
             "tokenizer": dict(cfg.tokenizer),
         }
     )
@@ -621,7 +604,6 @@ __all__ = [
     "describe_failure",
     "experiment_id",
     "experiment_params",
-    "git_info",
     "init_store",
     "log_artifact",
     "log_eval_metrics",

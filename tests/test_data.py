@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from hades.config import SyntheticConfig
 from hades.data.corpus import (
     build_corpus,
     expand_text_files,
@@ -25,7 +26,7 @@ from hades.data.corpus import (
     read_texts,
     split_paragraph_documents,
 )
-from hades.data.io import DataError, sha256_file
+from hades.data.io import DataError
 from hades.data.shards import (
     TokenDataset,
     part_path,
@@ -36,8 +37,9 @@ from hades.data.shards import (
     tokenize_shard,
     write_manifest,
 )
-from hades.data.synthetic import Language, SyntheticConfig, generate_document
+from hades.data.synthetic import Language, generate_document
 from hades.data.tokenizer import EOS, build_tokenizer, load_tokenizer
+from hades.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 NEOX = Path(__file__).resolve().parents[2] / "shared/data/tokenizers/gpt-neox-20b/tokenizer.json"
@@ -428,6 +430,9 @@ def test_snakemake_data_rules(tmp_path):
     ):
         (tmp_path / "workflow" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "workflow" / name, tmp_path / "workflow" / name)
+    # the rules name their env (conda: "../../envs/data.yaml"); Snakemake records its content
+    (tmp_path / "envs").mkdir()
+    shutil.copy(REPO / "envs" / "data.yaml", tmp_path / "envs" / "data.yaml")
     (tmp_path / "Snakefile").write_text(
         'configfile: "config/config.yaml"\n\n\ninclude: "workflow/rules/common.smk"\n'
         'include: "workflow/rules/data.smk"\n'

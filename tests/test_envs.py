@@ -101,3 +101,17 @@ def test_snakefile_exports_its_directory_for_the_post_deploy_scripts():
     text = (ROOT / "Snakefile").read_text()
     assert re.search(r"^os\.environ\.update\(HADES_REPO_ROOT=workflow\.basedir\)$", text, re.M), (
         "the Snakefile must export HADES_REPO_ROOT (envs/*.post-deploy.sh read it)")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_rule_names_the_env_of_its_stage(stage):
+    """Each rule of workflow/rules/<stage>.smk says `conda: "../../envs/<stage>.yaml"` itself
+    (relative to the rule file), so that reading a rule shows the environment it runs in."""
+    text = (ROOT / "workflow" / "rules" / f"{stage}.smk").read_text()
+    blocks = re.split(r"^(?=rule \w+:)", text, flags=re.M)[1:]
+    assert blocks, f"no rules in {stage}.smk"
+    for block in blocks:
+        name = block.split(":", 1)[0].removeprefix("rule ")
+        envs = re.findall(r'^    conda:\n        "([^"]+)"', block, re.M)
+        assert envs == [f"../../envs/{stage}.yaml"], f"rule {name} ({stage}.smk): conda {envs}"
+    assert (ROOT / "workflow" / "rules" / f"../../envs/{stage}.yaml").resolve().is_file()

@@ -30,7 +30,8 @@ RAW = yaml.safe_load(CONFIG.read_text())
 CFG = load_config(CONFIG)
 GRID = list(CFG.experiments)
 VOCAB = CFG.tokenizer["vocab_size"]
-# parameters that never take weight decay besides biases and norm weights (PAPER.md)
+# parameters that never take weight decay besides biases and norm weights (docs/paper.md "Scale and
+# training recipe")
 NO_DECAY_LEAVES = {"A_log", "D", "dt_bias", "gamma"}
 
 

@@ -1,4 +1,5 @@
-"""Parameter counts on the meta device: the paper's grid lands where PAPER.md says.
+"""Parameter counts on the meta device: the paper's grid lands where docs/paper.md "Scale and
+training recipe" says.
 
 Mamba2 ≈ 370M (±3%); HADES = 58.9% of Mamba2 (±0.01); every other Table-1 baseline within ±10% of
 370M; the HADES ablations are the same network as HADES up to the router's width.
@@ -47,7 +48,7 @@ def test_mamba2_is_370m(paper_counts):
 
 def test_hades_is_589_permille_of_mamba2(paper_counts):
     ratio = paper_counts["hades"] / paper_counts["mamba2"]
-    assert abs(ratio - 0.589) <= 0.01, f"hades/mamba2 = {ratio:.4f}, expected 0.589 ± 0.01 (PAPER.md: 218M / 370M)"
+    assert abs(ratio - 0.589) <= 0.01, f"hades/mamba2 = {ratio:.4f}, expected 0.589 ± 0.01 (docs/paper.md: 218M / 370M)"
 
 
 @pytest.mark.parametrize("gid", ["linear_attn", "retnet", "deltanet", "mamba"])

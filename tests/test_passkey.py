@@ -1,6 +1,7 @@
-"""Passkey retrieval (PAPER.md protocol): prompts hit exact token lengths with the key at the
-requested depth, scoring counts exact matches out of `trials`, batched recurrent decoding gives
-the same answers as one prompt at a time, and lengths beyond passkey.max_length are refused."""
+"""Passkey retrieval (docs/paper.md "Passkey retrieval"): prompts hit exact token lengths with the
+key at the requested depth, scoring counts exact matches out of `trials`, batched recurrent decoding
+gives the same answers as one prompt at a time, and lengths beyond passkey.max_length are
+refused."""
 
 from __future__ import annotations
 

@@ -221,6 +221,29 @@ def test_rule_script_exits_73_while_another_trainer_holds_the_lock(tiny, monkeyp
     assert not started.exists(), "srun was started although the lock was held"
 
 
+def test_rule_script_and_cli_exit_2_on_a_config_error(tiny, monkeypatch, capsys, tmp_path):
+    """One exit-status mapping (hades.train.launch): a grid id the config does not have is status 2
+    from the rule's script (with the one line on stderr) and from `python -m hades.train`."""
+    import runpy
+    from types import SimpleNamespace
+
+    import yaml
+
+    from hades.train.cli import main as train_cli
+
+    _, path = tiny.config("cfgerr", steps=STEPS)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    sm = SimpleNamespace(log=[str(tmp_path / "train.log")], wildcards=SimpleNamespace(model="nope"),
+                         config=yaml.safe_load(path.read_text()), resources={})
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(Path(loop.__file__).parents[2] / "workflow" / "scripts" / "train.py"),
+                       init_globals={"snakemake": sm}, run_name="__main__")
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: train nope: ") and "unknown grid id 'nope'" in err[-1], err
+    assert train_cli(["--config", str(path), "--model", "nope"]) == 2
+
+
 # -- 2. checkpoint integrity -------------------------------------------------------------------
 
 
@@ -288,7 +311,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path, caplog):
     bad = _tiny_checkpoint(root, 2)
     marker = tmp_path / "code_ran"
     torch.save({"format_version": 1, "step": 2, "payload": _Evil(marker)}, bad / "trainer.pt")
-    from hades.train.atomic import sha256_file
+    from hades.io import sha256_file
 
     # valid checksums: only the loader's refusal to unpickle objects can stop this file
     (bad / CHECKSUM_FILE).write_text("".join(f"{sha256_file(bad / f)}  {f}\n" for f in FILES))

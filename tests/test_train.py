@@ -58,7 +58,8 @@ def test_param_groups_follow_no_weight_decay(tiny):
 
 @pytest.mark.parametrize("arch", ["mamba2", "hades", "mamba"])
 def test_ssm_parameters_not_decayed(arch):
-    """PAPER.md: no decay on A_log, D, dt_bias, γ (the real mixers, where they exist)."""
+    """docs/paper.md "Scale and training recipe": no decay on A_log, D, dt_bias, γ (the real mixers,
+    where they exist)."""
     try:
         model = _tiny_model(arch, d_model=32, n_layer=1, head_dim=8, n_active=4, n_shared=2, d_state=4)
     except (ImportError, AttributeError) as e:

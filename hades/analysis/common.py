@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from hades.config import AnalysisConfig
+
 
 def load_checkpoint(ckpt_dir: str | Path) -> nn.Module:
     """A trained `HadesForCausalLM` from its HF directory, in eval mode, fp32, on CPU; strictly
@@ -26,11 +28,11 @@ def load_checkpoint(ckpt_dir: str | Path) -> nn.Module:
 
 
 def load_documents(
-    analysis: Mapping[str, Any], ckpt_dir: str | Path, val_jsonl: str | Path, seed: int
+    analysis: AnalysisConfig, ckpt_dir: str | Path, val_jsonl: str | Path, seed: int
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """The token sequences an analysis runs on, and a record of where they came from.
 
-    `analysis` is the config's `analysis:` section: its `sample_text` when set (the paper's
+    `analysis` is the config's `analysis:` section (hades.config.AnalysisConfig): its `sample_text` when set (the paper's
     Figure 2 uses one sample sentence), else `delta_docs` documents of the validation split
     drawn with `seed`, at most `delta_max_tokens` tokens in all. Each sequence starts with the
     end-of-text token, as every document does in the training shards. The tokenizer is the one
@@ -44,12 +46,12 @@ def load_documents(
     def encode(text: str) -> list[int]:
         return [eos_id, *tok.encode(text).ids]
 
-    if analysis.get("sample_text"):
-        docs = [encode(analysis["sample_text"])]
+    if analysis.sample_text:
+        docs = [encode(analysis.sample_text)]
         source = {"source": "analysis.sample_text"}
     else:
-        n_docs = int(analysis.get("delta_docs", 25))
-        max_tokens = int(analysis.get("delta_max_tokens", 38_000))
+        n_docs = analysis.delta_docs
+        max_tokens = analysis.delta_max_tokens
         texts = list(iter_jsonl(val_jsonl, "text"))
         docs = sample_token_docs(texts, encode, n_docs, max_tokens, seed)
         source = {

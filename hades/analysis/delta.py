@@ -166,7 +166,7 @@ def run(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, analyse it, write the JSON and the figure files."""
-    from hades.data.io import write_json
+    from hades.io import write_json
 
     from .common import load_checkpoint
 
@@ -199,7 +199,7 @@ def from_config(
     from .common import load_documents
 
     docs, source = load_documents(cfg.analysis, ckpt_dir, val_jsonl, cfg.seed)
-    extra = {"documents": source, "analysis_config": dict(cfg.analysis), "config_hash": cfg.hash()}
+    extra = {"documents": source, "analysis_config": dict(cfg.raw_section("analysis")), "config_hash": cfg.hash()}
     return run(
         ckpt_dir,
         docs,

@@ -33,8 +33,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_open, iter_jsonl, sha256_file, utf8_problem, write_json
-from .synthetic import GENERATOR_VERSION, SyntheticConfig, cloze_item, iter_documents
+from hades.config import DataConfig, HFDatasetConfig
+from hades.io import atomic_open, sha256_bytes, sha256_file, write_json
+
+from .io import DataError, iter_jsonl, utf8_problem
+from .synthetic import GENERATOR_VERSION, cloze_item, iter_documents
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,12 @@ class _JsonlWriter:
 
 
 def build_corpus(data_cfg: Mapping[str, Any], out_dir: str | Path, seed: int) -> dict:
-    """Write train/val/cloze JSONL and corpus.json for `data_cfg` (the config's `data:`)."""
+    """Write train/val/cloze JSONL and corpus.json for `data_cfg`, the config's `data:` as written
+    (corpus.json records it so; the defaults are DataConfig's)."""
     out_dir = Path(out_dir)
-    source = data_cfg["source"]
-    val_docs = int(data_cfg.get("val_docs", 200))
+    data = DataConfig.from_mapping(data_cfg)
+    source = data.source
+    val_docs = data.val_docs
     writers = {name: _JsonlWriter(out_dir / name) for name in CORPUS_FILES}
     with (
         writers["train.jsonl"] as train,
@@ -84,14 +89,16 @@ def build_corpus(data_cfg: Mapping[str, Any], out_dir: str | Path, seed: int) ->
         writers["cloze.jsonl"] as cloze,
     ):
         if source == "synthetic":
-            extra = _write_synthetic(data_cfg, seed, val_docs, train, val, cloze)
+            extra = _write_synthetic(data, seed, val_docs, train, val, cloze)
         elif source in ("text_files", "hf_dataset"):
             if source == "text_files":
-                docs, extra = _text_file_documents(data_cfg.get("text_files") or [])
+                docs, extra = _text_file_documents(data.text_files)
                 split = _spread_split(docs, val_docs)
             else:
-                docs, extra = _hf_documents(data_cfg["hf_dataset"])
-                split = _head_split(docs, val_docs, data_cfg.get("max_train_tokens"))
+                if data.hf_dataset is None:
+                    raise DataError("data.hf_dataset: required for data.source hf_dataset")
+                docs, extra = _hf_documents(data.hf_dataset, data_cfg["hf_dataset"])
+                split = _head_split(docs, val_docs, data.max_train_tokens)
             for is_val, text in split:
                 if is_val:
                     val.write({"text": text})
@@ -123,8 +130,8 @@ def build_corpus(data_cfg: Mapping[str, Any], out_dir: str | Path, seed: int) ->
     return manifest
 
 
-def _write_synthetic(data_cfg, seed, val_docs, train, val, cloze) -> dict:
-    cfg = SyntheticConfig.from_mapping(data_cfg.get("synthetic"))
+def _write_synthetic(data: DataConfig, seed, val_docs, train, val, cloze) -> dict:
+    cfg = data.synthetic
     for doc in iter_documents(cfg, seed, "train", cfg.n_docs):
         train.write({"text": doc.text})
     rng = random.Random(f"hades-synthetic:{seed}:cloze")
@@ -198,7 +205,7 @@ def _text_file_documents(paths: Iterable[str]) -> tuple[list[str], dict]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise DataError(f"data.text_files: {utf8_problem(path) or f'{p}: not UTF-8'}") from None
-        files[p] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        files[p] = sha256_bytes(text.encode("utf-8"))
         docs += split_paragraph_documents(text)
     return docs, {"text_files": files}
 
@@ -235,25 +242,27 @@ def _spread_split(docs: list[str], val_docs: int) -> Iterator[tuple[bool, str]]:
 # --- Hugging Face datasets -----------------------------------------------------------------------
 
 
-def _hf_documents(hf: Mapping[str, Any]) -> tuple[Iterator[str], dict]:
+def _hf_documents(hf: HFDatasetConfig, written: Mapping[str, Any]) -> tuple[Iterator[str], dict]:
+    """The documents of data.hf_dataset (`written`: that section as the config gave it, for
+    corpus.json)."""
     import datasets
 
-    kwargs = {"split": hf.get("split", "train"), "streaming": hf.get("streaming", True)}
-    if hf.get("name"):
-        kwargs["name"] = hf["name"]
-    if hf.get("data_files"):
-        kwargs["data_files"] = hf["data_files"]
-    field_name = hf.get("text_field", "text")
-    log.info("corpus: datasets.load_dataset(%r, %s)", hf["path"], kwargs)
-    ds = datasets.load_dataset(hf["path"], **kwargs)
-    max_docs = hf.get("max_docs")
+    kwargs = {"split": hf.split, "streaming": hf.streaming}
+    if hf.name:
+        kwargs["name"] = hf.name
+    if hf.data_files:
+        kwargs["data_files"] = hf.data_files if isinstance(hf.data_files, str) else list(hf.data_files)
+    field_name = hf.text_field
+    log.info("corpus: datasets.load_dataset(%r, %s)", hf.path, kwargs)
+    ds = datasets.load_dataset(hf.path, **kwargs)
+    max_docs = hf.max_docs
 
     def texts() -> Iterator[str]:
         n = 0
         for rec in ds:
             if field_name not in rec:
                 raise DataError(
-                    f"data.hf_dataset.text_field: {field_name!r} is not a field of {hf['path']} (fields: {sorted(rec)})"
+                    f"data.hf_dataset.text_field: {field_name!r} is not a field of {hf.path} (fields: {sorted(rec)})"
                 )
             text = rec[field_name]
             if not text or not text.strip():
@@ -263,7 +272,7 @@ def _hf_documents(hf: Mapping[str, Any]) -> tuple[Iterator[str], dict]:
             if max_docs and n >= max_docs:
                 return
 
-    return texts(), {"hf_dataset": {**dict(hf), "datasets_version": datasets.__version__}}
+    return texts(), {"hf_dataset": {**dict(written), "datasets_version": datasets.__version__}}
 
 
 def _head_split(

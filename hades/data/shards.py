@@ -52,7 +52,9 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-from .io import DataError, atomic_open, read_json, sha256_file, sha256_json, write_json
+from hades.io import atomic_open, sha256_file, sha256_json, write_json
+
+from .io import DataError, read_json
 from .tokenizer import load_backend
 
 log = logging.getLogger(__name__)

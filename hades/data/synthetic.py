@@ -1,10 +1,10 @@
 """A seeded toy language that ~1M-parameter models learn within ~100 steps of 8x256 tokens.
 
 Why: the default study runs offline on 2 CPU cores with about one minute of training per model
-(DESIGN.md, "Scales"), so its corpus must have structure at several ranges that a small model
-picks up quickly and that separates architectures: unigram/bigram statistics (Zipfian
-vocabulary), short-range syntax (agreement), exact local patterns (collocations, counting) and
-long-range retrieval (key/value recall, the toy analogue of the paper's passkey test, §5.3).
+(docs/design.md "Scales and the CPU budget"), so its corpus must have structure at several ranges
+that a small model picks up quickly and that separates architectures: unigram/bigram statistics
+(Zipfian vocabulary), short-range syntax (agreement), exact local patterns (collocations, counting)
+and long-range retrieval (key/value recall, the toy analogue of the paper's passkey test, §5.3).
 
 The language. Every word is made up and pronounceable (syllables of a seeded inventory):
 - open classes, `n_words` words in all: names (capitalised), nouns (two agreement classes),
@@ -40,7 +40,10 @@ import itertools
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hades.config import SyntheticConfig  # data.synthetic of the config
 
 GENERATOR_VERSION = "1"
 
@@ -58,30 +61,6 @@ CLOZE_MAX_WORDS = 120
 _ONSETS = "b d f g h k l m n p r s t v z br dr gr kr pl st tr sk".split()
 _VOWELS = "a e i o u a e i o u ai ei ou".split()
 _CODAS = ["", "", "", "", "n", "l", "r", "s", "m"]
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """data.synthetic of the config (schema: hades/schemas/config.schema.yaml)."""
-
-    n_docs: int = 4000  # training documents (the held-out ones are data.val_docs more)
-    n_words: int = 600  # open-class vocabulary of the generated language
-    zipf_exponent: float = 1.1
-    recall_fraction: float = 0.3
-    doc_words: tuple[int, int] = (40, 220)  # words per document, uniform in [lo, hi]
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> SyntheticConfig:
-        m = dict(m or {})
-        if "doc_words" in m:
-            m["doc_words"] = tuple(m["doc_words"])
-        cfg = cls(**m)
-        lo, hi = cfg.doc_words
-        assert 0 < lo <= hi, (
-            f"data.synthetic.doc_words must be [lo, hi] with 0 < lo <= hi, got {cfg.doc_words}"
-        )
-        assert cfg.n_words >= 40, f"data.synthetic.n_words must be >= 40, got {cfg.n_words}"
-        return cfg
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hades.config import BPE_MIN_VOCAB
+from hades.io import atomic_open
 
-from .io import DataError, atomic_open, iter_jsonl
+from .io import DataError, iter_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Zero-shot evaluation with lm-evaluation-harness through its documented entry points.
 
-PAPER.md "Evaluation": wikitext (word perplexity), lambada_openai (perplexity, acc), piqa (acc),
-hellaswag (acc_norm), winogrande (acc), arc_easy (acc), arc_challenge (acc_norm), boolq (acc),
-openbookqa (acc_norm); "Avg." = mean of the 8 accuracies.
+docs/paper.md "Evaluation": wikitext (word perplexity), lambada_openai (perplexity, acc), piqa
+(acc), hellaswag (acc_norm), winogrande (acc), arc_easy (acc), arc_challenge (acc_norm), boolq
+(acc), openbookqa (acc_norm); "Avg." = mean of the 8 accuracies.
 
 The model goes in as an instance, `HFLM(pretrained=<HadesForCausalLM>, tokenizer=...)`, and the
 run is `lm_eval.simple_evaluate(model=lm, tasks=..., task_manager=TaskManager(include_path=...))`
@@ -18,12 +18,10 @@ the model's MLflow run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from hades.io import UNKNOWN, git_info, sha256_file, write_json
 
 from .taskspec import EvalTaskError, TaskPlan, check_tasks, default_local_data, render_tasks
 
@@ -161,9 +161,9 @@ def extract_metrics(lm_results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def average_accuracy(metrics: Mapping[str, float]) -> float | None:
-    """PAPER.md: "Avg." = mean of the 8 accuracies; None unless all 8 are there. A non-finite
-    accuracy makes the mean non-finite (not None): a broken evaluation must show in the tables,
-    not look like a task that was not run."""
+    """docs/paper.md "Evaluation": "Avg." = mean of the 8 accuracies; None unless all 8 are there. A
+    non-finite accuracy makes the mean non-finite (not None): a broken evaluation must show in the
+    tables, not look like a task that was not run."""
     values = [metrics.get(k) for k in ACC_METRICS]
     if any(v is None for v in values):
         return None
@@ -171,14 +171,6 @@ def average_accuracy(metrics: Mapping[str, float]) -> float | None:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_tokenizer_for(checkpoint_dir: Path):
@@ -232,7 +224,7 @@ def load_checkpoint(checkpoint_dir: str | Path, device: str | torch.device | Non
 def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
     """What identifies the evaluated weights: path, checksum, the model config, the small JSON
     records the trainer left next to them, and the model's MLflow run id."""
-    prov: dict[str, Any] = {"path": str(ckpt), "weights_sha256": _sha256(ckpt / "model.safetensors")}
+    prov: dict[str, Any] = {"path": str(ckpt), "weights_sha256": sha256_file(ckpt / "model.safetensors")}
     records = {}
     for p in sorted(ckpt.glob("*.json")):
         if p.name.startswith("tokenizer") or p.name == "special_tokens_map.json" or p.stat().st_size > 65536:
@@ -249,32 +241,6 @@ def checkpoint_provenance(ckpt: Path) -> dict[str, Any]:
 
 
 # --- the rule's unit of work ---------------------------------------------------------------------
-
-
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def write_text_atomic(text: str, path: str | Path) -> None:
-    """Write via a temp file + rename: a reader never sees half a file, a crash leaves none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    write_text_atomic(json.dumps(obj, indent=2, default=str) + "\n", path)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -325,7 +291,7 @@ def evaluate_checkpoint(
     With cfg and grid_id, the metrics also go into that model's MLflow run (prefix "eval").
     """
     if offline is None:
-        offline = bool(cfg.eval.get("offline", False)) if cfg is not None else any(
+        offline = cfg.eval.offline if cfg is not None else any(
             os.environ.get(v, "0") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
         )
     if offline:  # before `datasets` loads (it reads these once): no network round trips at all
@@ -350,6 +316,7 @@ def evaluate_checkpoint(
     import lm_eval
     import transformers
 
+    commit = git_info(Path(__file__).parent)["commit"]  # the evaluating code's revision
     record = {
         "model": grid_id or Path(checkpoint_dir).parent.name,
         "metrics": metrics,
@@ -371,11 +338,11 @@ def evaluate_checkpoint(
         "lm_eval": _json_safe({k: results.get(k) for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better", "configs")}),
         "versions": {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
                      "torch": torch.__version__, "transformers": transformers.__version__},
-        "git_sha": _git_sha(),
+        "git_sha": None if commit == UNKNOWN else commit,
         "elapsed_s": round(elapsed, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(record, out_json)
+    write_json(out_json, record, sort_keys=False, default=str)
     if cfg is not None and grid_id is not None:
         log_metrics_to_mlflow(cfg, grid_id, metrics, prefix="eval", artifact=out_json)
     return record

@@ -1,4 +1,4 @@
-"""Passkey retrieval (PAPER.md "Passkey retrieval"; paper Appendix C.2, Figure 3).
+"""Passkey retrieval (docs/paper.md "Passkey retrieval"; paper Appendix C.2, Figure 3).
 
 The LongLoRA formulation (Chen et al., 2024): a task description, filler text repeated, the line
 "The pass key is K. Remember it. K is the pass key." inserted at a depth, then the question "What
@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from hades.io import atomic_write_text, write_json
+
 TASK_DESCRIPTION = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
     "I will quiz you about the important information there."
@@ -43,12 +45,6 @@ TASK_DESCRIPTION = (
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
-
-# the paper's grid (config/paper.yaml carries the same numbers)
-PAPER_LENGTHS = tuple(1024 * k for k in range(1, 17))
-PAPER_DEPTHS = tuple(round(0.1 * k, 1) for k in range(11))
-PAPER_TRIALS = 10
-
 
 class PasskeyError(ValueError):
     """A passkey request that cannot run (length beyond the allowed maximum, too short, ...)."""
@@ -212,14 +208,12 @@ CSV_FIELDS = ("length", "depth", "score", "trials")
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> None:
     """results/passkey/{model}/passkey.csv (length, depth, score, trials), written atomically."""
-    from .harness import write_text_atomic
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: r[k] for k in CSV_FIELDS})
-    write_text_atomic(buf.getvalue(), path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -246,16 +240,16 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
     answers, settings, the config, the checkpoint's provenance), then logs summary metrics into
     the model's MLflow run (prefix "passkey").
     """
-    from .harness import config_record, load_checkpoint, log_metrics_to_mlflow, write_json_atomic
+    from .harness import config_record, load_checkpoint, log_metrics_to_mlflow
 
     pk = cfg.passkey
-    lengths = list(pk.get("lengths", PAPER_LENGTHS))
-    check_lengths(lengths, pk.get("max_length"))  # refuse before loading anything
+    lengths = list(pk.lengths)
+    check_lengths(lengths, pk.max_length)  # refuse before loading anything
     model, tokenizer, provenance = load_checkpoint(checkpoint_dir, device, cfg.experiment(grid_id).model)
     autocast = torch.bfloat16 if model.device.type == "cuda" else None
     res = run_passkey(
-        model, tokenizer, lengths, list(pk.get("depths", PAPER_DEPTHS)), int(pk.get("trials", PAPER_TRIALS)),
-        int(pk.get("key_digits", 5)), max_length=pk.get("max_length"), batch_size=int(pk.get("batch_size", 8)),
+        model, tokenizer, lengths, list(pk.depths), pk.trials,
+        pk.key_digits, max_length=pk.max_length, batch_size=pk.batch_size,
         seed=cfg.seed, autocast_dtype=autocast,
     )
     out_csv = Path(out_csv)
@@ -263,7 +257,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
         "model": grid_id,
         "rows": res["rows"],
         "trials": res["trials"],
-        "settings": {**{k: v for k, v in pk.items() if k != "models"}, "device": str(model.device),
+        "settings": {**{k: v for k, v in cfg.raw_section("passkey").items() if k != "models"}, "device": str(model.device),
                      "precision": "bf16-autocast" if autocast else "fp32"},
         "prompt": {"task_description": TASK_DESCRIPTION, "filler": FILLER, "key_line": KEY_LINE, "question": QUESTION},
         "elapsed_s": res["elapsed_s"],
@@ -271,7 +265,7 @@ def passkey_checkpoint(checkpoint_dir: str | Path, cfg, grid_id: str, out_csv: s
         "config": config_record(cfg, grid_id),
         "checkpoint": provenance,
     }
-    write_json_atomic(record, out_csv.with_suffix(".json"))
+    write_json(out_csv.with_suffix(".json"), record, sort_keys=False, default=str)
     write_csv(res["rows"], out_csv)
     log_metrics_to_mlflow(cfg, grid_id, summary_metrics(res["rows"]), prefix="passkey", artifact=out_csv)
     return record

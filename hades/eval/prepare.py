@@ -26,7 +26,6 @@ v1 text with <unk>).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hades.data.io import utf8_problem
+from hades.io import sha256_file
 
 # The split each stock lm-eval task evaluates (its test_split, else its validation_split).
 EVAL_SPLIT = {
@@ -387,14 +387,6 @@ CONVERTERS: dict[str, Callable[[str, Path], tuple[str, list[dict]]]] = {
 # --- entry point ---------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_files(task: str, src: str | Path) -> list[Path]:
     """The files a conversion of `src` reads (the rule's inputs; checksummed in prepared.json).
     A source that does not exist is returned as is, so that a workflow reports it missing."""
@@ -433,7 +425,7 @@ def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
         "records": len(records),
         "layout": layout,
         "source": str(src.resolve()),
-        "source_sha256": {p.name: _sha256(p) for p in source_files(task, src)},
+        "source_sha256": {p.name: sha256_file(p) for p in source_files(task, src)},
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))

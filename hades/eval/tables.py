@@ -1,13 +1,14 @@
 """Tables 1 and 2 of the paper next to ours: results/tables/table{1,2}.{md,csv,tex}.
 
-The paper's numbers are data here (PAPER.md Table 1; paper Appendix D, Table 2 in full). Each
-model gets three rows: ours, the paper's, and the difference (ours - paper). Accuracies are in
-percent as in the paper, perplexities as they are. "Avg." is the mean of the 8 accuracies
-(hades.eval.harness.average_accuracy), shown only when all 8 exist. A metric that a run does not
-have (the default study runs the project tasks, not the paper's) is "–"; the project tasks'
-metrics get their own columns, after the paper's. A NaN or infinite result is printed as such,
-marked "NaN!" (the Markdown lists each under the table; the CSV holds "nan"): it is a result
-(a diverged model) or a fault (a damaged checkpoint), and must not pass for "not measured".
+The paper's numbers are data here (docs/paper.md "Evaluation", Table 1; paper Appendix D, Table
+2 in full). Each model gets three rows: ours, the paper's, and the difference (ours - paper).
+Accuracies are in percent as in the paper, perplexities as they are. "Avg." is the mean of the 8
+accuracies (hades.eval.harness.average_accuracy), shown only when all 8 exist. A metric that a
+run does not have (the default study runs the project tasks, not the paper's) is "–"; the
+project tasks' metrics get their own columns, after the paper's. A NaN or infinite result is
+printed as such, marked "NaN!" (the Markdown lists each under the table; the CSV holds "nan"):
+it is a result (a diverged model) or a fault (a damaged checkpoint), and must not pass for "not
+measured".
 
 The paper's own "Avg." is printed as is, although two rows of its Table 1 do not match the mean
 of their printed accuracies: DeltaNet 41.96 (mean 41.33) and Mamba 39.73 (mean 39.47); the
@@ -29,6 +30,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from hades.io import atomic_write_text
 
 from .harness import ACC_METRICS, AVG_KEY, PAPER_METRICS, TOY_METRICS, average_accuracy
 
@@ -230,8 +233,6 @@ def load_results(paths: Iterable[str | Path]) -> dict[str, dict[str, float]]:
 
 def make_tables(cfg, results_jsons: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
     """Write table{1,2}.{md,csv,tex} into out_dir (results/tables); returns the paths."""
-    from .harness import write_text_atomic
-
     results = load_results(results_jsons)
     unknown = sorted(set(results) - set(cfg.experiments))
     if unknown:
@@ -242,6 +243,6 @@ def make_tables(cfg, results_jsons: Iterable[str | Path], out_dir: str | Path) -
         columns, rows = build_table(cfg, table, results)
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             path = out_dir / f"table{table}.{ext}"
-            write_text_atomic(render(table, columns, rows), path)
+            atomic_write_text(path, render(table, columns, rows))
             written.append(path)
     return written

@@ -1,6 +1,6 @@
 """Which lm-eval task definition each requested task runs with, and where its data comes from.
 
-Three kinds of task (DESIGN.md decision 4: one `simple_evaluate` path everywhere):
+Three kinds of task (docs/design.md "Decisions", 4: one `simple_evaluate` path everywhere):
 
 - project tasks (`toy_ppl`, `toy_cloze`, hades/eval/tasks/toy/): lm-eval YAMLs over the generated
   corpus's held-out files; the default study runs these.
@@ -18,7 +18,6 @@ overrides the stock one and its metrics keep their usual names.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +27,7 @@ from string import Template
 from typing import Any
 
 from hades.data.io import DataError, iter_jsonl
+from hades.io import sha256_file
 
 from .prepare import EVAL_SPLIT, PREPARED_META, prepared_file
 
@@ -65,17 +65,9 @@ def default_local_data(cfg) -> dict[str, str]:
     prepared from eval.sources, and eval.local_data (which wins)."""
     corpus = Path(cfg.results_dir) / "data" / "corpus"
     out = {task: str(corpus / name) for task, name in PROJECT_TASKS.items()}
-    out.update({task: prepared_dir(cfg, task) for task in (cfg.eval.get("sources") or {})})
-    out.update(dict(cfg.eval.get("local_data") or {}))
+    out.update({task: prepared_dir(cfg, task) for task in cfg.eval.sources})
+    out.update(dict(cfg.eval.local_data))
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _yaml_str(value: str) -> str:
@@ -217,7 +209,7 @@ def render_tasks(
                 _annotate_token_counts(src, data_file, token_count)
             _render(TASKS_DIR / "toy" / f"{task}.yaml", run_dir / f"{task}.yaml",
                     DATA_FILE=str(data_file.resolve()), CACHE_DIR=str(cache_dir.resolve()))
-            plan.sources[task] = {"file": str(src), "sha256": _sha256(src)}
+            plan.sources[task] = {"file": str(src), "sha256": sha256_file(src)}
         elif task in local_data:
             data_dir = Path(local_data[task])
             if not prepared_file(task, data_dir).is_file():
@@ -231,7 +223,7 @@ def render_tasks(
             meta_path = data_dir / PREPARED_META
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             plan.sources[task] = {"dir": str(data_dir), "prepared": meta,
-                                  "sha256": _sha256(prepared_file(task, data_dir))}
+                                  "sha256": sha256_file(prepared_file(task, data_dir))}
         else:
             plan.sources[task] = {"hub": "lm-eval stock task definition"}
             plan.needs_stock_index = True

@@ -32,7 +32,8 @@ class RMSNorm(nn.Module):
 
 
 class GatedRMSNorm(nn.Module):
-    """Mamba2's gated norm with norm_before_gate=False: RMSNorm(y * silu(z)) (PAPER.md step 8).
+    """Mamba2's gated norm with norm_before_gate=False: RMSNorm(y * silu(z)) (docs/paper.md
+    "The HADES mixer", step 8).
 
     `group_size` normalises over groups of that many channels (Mamba2 uses one group per
     n_groups; None = the whole width).

@@ -1,5 +1,6 @@
 """Training: `train(cfg, grid_id)` (loop.py), AdamW + schedule (optim.py), atomic checkpoints
-(checkpoint.py), DDP set-up (distributed.py).
+(checkpoint.py), DDP set-up (distributed.py), launching and exit statuses (launch.py: the rule's
+srun/torchrun launcher and the one mapping of outcomes to statuses).
 
 Entry points: `python -m hades.train --config config/config.yaml --model mamba2`, the same under
 `torchrun --standalone --nproc_per_node N -m hades.train ...`, and `hades train`. Exit statuses:

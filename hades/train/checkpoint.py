@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from .atomic import fsync_path, sha256_file
+from hades.io import fsync_path, sha256_file
 
 log = logging.getLogger("hades.train")
 

@@ -3,9 +3,10 @@
     python -m hades.train --config config/config.yaml --model mamba2
     torchrun --standalone --nproc_per_node 4 -m hades.train --config config/paper.yaml --model hades
 
-Exit statuses: 0 done; 2 config error; 3 training diverged (non-finite loss, the last good
-checkpoint kept); 73 another trainer of the same model holds its lock (wait for it or kill it,
-then rerun); 75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (rerun to resume).
+Exit statuses (hades/train/launch.py, shared with the pipeline's rule `train`): 0 done; 2 config
+error; 3 training diverged (non-finite loss, the last good checkpoint kept); 73 another trainer of
+the same model holds its lock (wait for it or kill it, then rerun); 75 preempted by
+SIGTERM/SIGUSR1 after saving a checkpoint (rerun to resume).
 """
 
 from __future__ import annotations
@@ -36,37 +37,16 @@ def setup_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     from hades.config import ConfigError, load_config
 
+    from .launch import EXIT_CONFIG, train_status
+
     log = logging.getLogger("hades.train")
     try:  # a bad config or grid id is reported before torch loads (seconds)
         cfg = load_config(args.config)
         cfg.experiment(args.model)
     except ConfigError as e:
         log.error("%s", e)
-        return 2
-
-    from .loop import (
-        EXIT_DIVERGED,
-        EXIT_LOCKED,
-        EXIT_PREEMPTED,
-        Preempted,
-        TrainerLocked,
-        TrainingDiverged,
-        train,
-    )
-
-    try:
-        train(cfg, args.model, rule=args.rule)
-    except ConfigError as e:
-        log.error("%s", e)
-        return 2
-    except TrainingDiverged:
-        return EXIT_DIVERGED  # already reported by the loop
-    except Preempted:
-        return EXIT_PREEMPTED
-    except TrainerLocked as e:
-        log.error("%s", e)
-        return EXIT_LOCKED
-    return 0
+        return EXIT_CONFIG
+    return train_status(cfg, args.model, rule=args.rule)
 
 
 def main(argv: list[str] | None = None) -> int:

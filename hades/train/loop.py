@@ -1,9 +1,9 @@
 """The training loop of every grid id: `train(cfg, grid_id)`.
 
-Recipe (PAPER.md, training setup): AdamW with no decay on biases/norms/A_log/D/dt_bias/γ
-(optim.py), linear warm-up then cosine to min_lr_ratio·lr, grad clip, next-token CE plus the
-model's weighted auxiliary losses (HADES: λ1·L_balance + λ2·L_diversity), bf16 autocast on
-CUDA, fp32 on CPU.
+Recipe (docs/paper.md "Scale and training recipe"): AdamW with no decay on
+biases/norms/A_log/D/dt_bias/γ (optim.py), linear warm-up then cosine to min_lr_ratio·lr, grad clip,
+next-token CE plus the model's weighted auxiliary losses (HADES: λ1·L_balance + λ2·L_diversity),
+bf16 autocast on CUDA, fp32 on CPU.
 
 Determinism: the data of optimizer update `step` is the global batch drawn from (seed, step)
 (hades.data.shards); rank r of W trains on rows [r·G/W, (r+1)·G/W), in micro-batches of
@@ -59,10 +59,10 @@ import torch.nn.functional as F
 
 from hades import tracking
 from hades.config import Config, ConfigError, Experiment, config_hash
+from hades.io import atomic_write_bytes, fsync_path, git_info, sha256_file, write_json
 from hades.models import build_model
 
 from . import distributed as D
-from .atomic import atomic_write_bytes, atomic_write_json, fsync_path, sha256_file
 from .checkpoint import (
     LoadedCheckpoint,
     latest_good,
@@ -414,7 +414,7 @@ class _Trainer:
         self.manifest_sha = sha256_file(self.paths.manifest) if self.paths.manifest.is_file() else None
         self.tokenizer_sha = sha256_file(self.paths.tokenizer) if self.paths.tokenizer.is_file() else None
         self.resume_key = resume_key(self.exp, self.manifest_sha)
-        self.git = tracking.git_info()
+        self.git = git_info()
         self.provenance = {
             "grid_id": grid_id,
             "label": exp.label,
@@ -725,7 +725,7 @@ class _Trainer:
         if self.step > 0:
             path = self.last_ckpt if self.last_ckpt and self.last_ckpt.name == step_dir_name(self.step) else self._save()
         if self.info.is_main:
-            atomic_write_json(self.paths.preempted, {"step": self.step, "signal": signal.Signals(signum).name, "checkpoint": str(path)})
+            write_json(self.paths.preempted, {"step": self.step, "signal": signal.Signals(signum).name, "checkpoint": str(path)}, default=str)
             self._flush_mlflow()
         err = Preempted(self.step, signum, path)
         log.warning("%s: %s", self.grid_id, err)
@@ -775,7 +775,7 @@ class _Trainer:
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             self.paths.train_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.paths.summary, summary)
+            write_json(self.paths.summary, summary, default=str)
             self.metrics.sync()
             self._flush_mlflow(deadline_s=300.0)
             if self.pending:
@@ -832,7 +832,7 @@ class _Trainer:
             load_tokenizer(self.paths.tokenizer).save_pretrained(str(tmp))
         else:
             log.warning("%s: no tokenizer at %s; the final directory has no tokenizer files", self.grid_id, self.paths.tokenizer)
-        atomic_write_json(
+        write_json(
             tmp / "pipeline.json",
             {
                 **self.provenance,
@@ -844,6 +844,7 @@ class _Trainer:
                 "experiment": dataclasses.asdict(self.exp),
                 "pipeline_config": dict(self.cfg.raw),
             },
+            default=str,
         )
         for f in tmp.iterdir():
             fsync_path(f)

@@ -1,9 +1,9 @@
 """AdamW with the paper's parameter groups and the cosine learning-rate schedule.
 
-PAPER.md (training setup): AdamW, betas (0.9, 0.95), weight decay 0.1, with no decay on biases,
-norm weights, A_log, D, dt_bias and γ; grad clip 1.0; cosine schedule with a linear warm-up.
-The no-decay set comes from `model.no_weight_decay()` (the LM names biases and norms by rule,
-each mixer adds its own SSM parameters), so this file knows nothing about architectures.
+docs/paper.md "Scale and training recipe": AdamW, betas (0.9, 0.95), weight decay 0.1, with no decay
+on biases, norm weights, A_log, D, dt_bias and γ; grad clip 1.0; cosine schedule with a linear
+warm-up. The no-decay set comes from `model.no_weight_decay()` (the LM names biases and norms by
+rule, each mixer adds its own SSM parameters), so this file knows nothing about architectures.
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ rule spectrum:
         bench_path("spectrum", "{model}")
     wildcard_constraints:
         model=HADES_MODEL,
+    conda:
+        "../../envs/analysis.yaml"
     threads: 1
     params:
         cfg=cfg_hash("analysis"),
@@ -72,6 +74,8 @@ rule delta_hist:
         bench_path("delta_hist", "{model}")
     wildcard_constraints:
         model=HADES_MODEL,
+    conda:
+        "../../envs/analysis.yaml"
     threads: 1
     params:
         cfg=cfg_hash("analysis"),
@@ -94,6 +98,8 @@ rule passkey_figure:
         log_path("passkey_figure"),
     benchmark:
         bench_path("passkey_figure")
+    conda:
+        "../../envs/analysis.yaml"
     params:
         models=PASSKEY_MODELS,
         labels=ANALYSIS_LABELS,
@@ -132,6 +138,8 @@ rule curves:
         log_path("curves"),
     benchmark:
         bench_path("curves")
+    conda:
+        "../../envs/analysis.yaml"
     params:
         models=GRID,
         labels=ANALYSIS_LABELS,
@@ -154,6 +162,8 @@ rule analysis_table:
         ),
     log:
         log_path("analysis_table"),
+    conda:
+        "../../envs/analysis.yaml"
     params:
         models=ANALYSIS_MODELS,
         labels=ANALYSIS_LABELS,
@@ -179,6 +189,8 @@ rule study_table:
         ),
     log:
         log_path("study_table"),
+    conda:
+        "../../envs/analysis.yaml"
     params:
         models=GRID,
         labels=ANALYSIS_LABELS,
@@ -201,6 +213,8 @@ rule table_html:
         log_path("table_html", "{table}"),
     wildcard_constraints:
         table="|".join(PAPER_TABLES),
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/table_html.py"
 
@@ -233,5 +247,7 @@ rule figures:
         res("figures", "index.md"),
     log:
         log_path("figures"),
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/figures.py"

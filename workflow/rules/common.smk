@@ -20,7 +20,8 @@ from hades.config import ConfigError, config_hash, load_config, read_yaml
 
 # stdlib only: parsing stays fast (no torch)
 from hades.data.corpus import expand_text_files
-from hades.data.io import DataError, sha256_file
+from hades.data.io import DataError
+from hades.io import sha256_file
 
 
 def config_problem(msg):
@@ -56,26 +57,24 @@ except ConfigError as e:
 
 GRID = list(CFG.experiments)
 RESULTS = CFG.results_dir.rstrip("/")
-PASSKEY_MODELS = list(CFG.passkey.get("models", []))
+PASSKEY_MODELS = list(CFG.passkey.models)
 # inputs the user names in the config: refused here, naming the key, not after training
 TEXT_FILES = []
-if CFG.data["source"] == "text_files":
+if CFG.data.source == "text_files":
     try:
-        TEXT_FILES = [
-            str(p) for p in expand_text_files(CFG.data.get("text_files") or [])
-        ]
+        TEXT_FILES = [str(p) for p in expand_text_files(CFG.data.text_files)]
     except DataError as e:
         config_problem(f"{CONFIG_SOURCE}: {e}")
-if PASSKEY_MODELS and CFG.passkey.get("max_length") is not None:
-    for _length in CFG.passkey.get("lengths", []):
+if PASSKEY_MODELS and CFG.passkey.max_length is not None:
+    for _length in CFG.passkey.lengths:
         if (
-            _length > CFG.passkey["max_length"]
+            _length > CFG.passkey.max_length
         ):  # the wording of hades.eval.passkey.check_lengths
             config_problem(
                 f"{CONFIG_SOURCE}: passkey length {_length} exceeds passkey.max_length "
-                f"{CFG.passkey['max_length']}; raise passkey.max_length or drop the length"
+                f"{CFG.passkey.max_length}; raise passkey.max_length or drop the length"
             )
-ANALYSIS_MODELS = list(CFG.analysis.get("models", []))
+ANALYSIS_MODELS = list(CFG.analysis.models)
 
 
 wildcard_constraints:
@@ -141,7 +140,8 @@ def cfg_hash(section, model=None):
         return config_hash(dataclasses.asdict(CFG.experiment(model)))
     assert model is None, f"cfg_hash({section!r}) takes no model, got {model!r}"
     assert hasattr(CFG, section), f"cfg_hash: unknown config section {section!r}"
-    return config_hash(getattr(CFG, section))
+    # the section as written, not the typed one: a default added in hades.config reruns nothing
+    return config_hash(CFG.raw_section(section))
 
 
 # --- input functions --------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def final_outputs(wildcards):
 
 # -- data stage (rules in data.smk) ------------------------------------------------------
 
-DATA_NUM_SHARDS = int(CFG.data.get("num_shards", 1))
+DATA_NUM_SHARDS = CFG.data.num_shards
 TOKEN_PART = res("data", "tokens", "parts", "{split}-{shard}.json")
 
 

@@ -22,8 +22,12 @@ rule corpus:
         log_path("corpus"),
     benchmark:
         bench_path("corpus")
+    conda:
+        "../../envs/data.yaml"
     params:
-        cfg=config_hash({k: v for k, v in CFG.data.items() if k != "num_shards"}),
+        cfg=config_hash(
+            {k: v for k, v in CFG.raw_section("data").items() if k != "num_shards"}
+        ),
         seed=CFG.seed,
     script:
         "../scripts/corpus.py"
@@ -38,6 +42,8 @@ rule tokenizer:
         log_path("tokenizer"),
     benchmark:
         bench_path("tokenizer")
+    conda:
+        "../../envs/data.yaml"
     params:
         cfg=cfg_hash("tokenizer"),
         source_sha256=data_tokenizer_source(),
@@ -59,10 +65,12 @@ rule tokenize_shard:
     wildcard_constraints:
         split="train|val",
         shard=r"\d+",
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     params:
         num_shards=data_shard_count,
-        max_train_tokens=CFG.data.get("max_train_tokens"),
+        max_train_tokens=CFG.data.max_train_tokens,
     script:
         "../scripts/tokenize.py"
 
@@ -78,5 +86,7 @@ rule tokenize:
         log_path("tokenize"),
     benchmark:
         bench_path("tokenize")
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/tokenize.py"

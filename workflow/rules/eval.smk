@@ -21,22 +21,22 @@ from hades.eval.taskspec import (
     check_tasks,
 )
 
-EVAL_TASKS = list(CFG.eval.get("tasks", []))
-EVAL_SOURCES = dict(CFG.eval.get("sources") or {})
-EVAL_LOCAL = dict(CFG.eval.get("local_data") or {})
+EVAL_TASKS = list(CFG.eval.tasks)
+EVAL_SOURCES = dict(CFG.eval.sources)
+EVAL_LOCAL = dict(CFG.eval.local_data)
 # an offline task without local data fails here, when the config is parsed, not after training
 try:
     check_tasks(
         EVAL_TASKS,
         set(EVAL_LOCAL) | set(EVAL_SOURCES),
-        offline=bool(CFG.eval.get("offline")),
+        offline=CFG.eval.offline,
     )
     # a misspelt online task, too: reads a few of lm-eval's task files, and builds its index
     # (~20 s, imports lm-eval) only for a name no task file declares (hades.eval.taskspec)
     check_stock_task_names(
         EVAL_TASKS,
         set(EVAL_LOCAL) | set(EVAL_SOURCES),
-        offline=bool(CFG.eval.get("offline")),
+        offline=CFG.eval.offline,
     )
     for _task in EVAL_SOURCES:
         if _task not in PAPER_TASKS:
@@ -69,6 +69,8 @@ rule prepare_eval_data:
         bench_path("prepare_eval_data", "{task}")
     wildcard_constraints:
         task="|".join(PAPER_TASKS),
+    conda:
+        "../../envs/eval.yaml"
     params:
         src=lambda w: EVAL_SOURCES[w.task],
     script:
@@ -85,9 +87,11 @@ rule lm_eval:
         log_path("lm_eval", "{model}"),
     benchmark:
         bench_path("lm_eval", "{model}")
+    conda:
+        "../../envs/eval.yaml"
     threads: 1
     resources:
-        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
+        gpu=CFG.resources.gpus_per_eval_job,
     params:
         eval=cfg_hash("eval"),
         experiment=lambda w: cfg_hash("experiment", w.model),
@@ -107,9 +111,11 @@ rule passkey:
         bench_path("passkey", "{model}")
     wildcard_constraints:
         model="|".join(PASSKEY_MODELS) or "^$",
+    conda:
+        "../../envs/eval.yaml"
     threads: 1
     resources:
-        gpu=int(CFG.resources.get("gpus_per_eval_job", 0)),
+        gpu=CFG.resources.gpus_per_eval_job,
     params:
         passkey=cfg_hash("passkey"),
         experiment=lambda w: cfg_hash("experiment", w.model),
@@ -126,6 +132,8 @@ rule tables:
         log_path("tables"),
     benchmark:
         bench_path("tables")
+    conda:
+        "../../envs/eval.yaml"
     params:
         experiments=config_hash(
             {

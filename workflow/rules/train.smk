@@ -27,6 +27,8 @@ rule mlflow_init:
     benchmark:
         bench_path("mlflow_init")
     localrule: True
+    conda:
+        "../../envs/train.yaml"
     params:
         tracking=cfg_hash("tracking"),
     script:
@@ -46,10 +48,12 @@ rule train:
         log_path("train", "{model}"),
     benchmark:
         bench_path("train", "{model}")
+    conda:
+        "../../envs/train.yaml"
     # train.num_threads of the grid id; 0 (torch's default) counts as one core here
     threads: lambda w: max(1, CFG.experiment(w.model).train.num_threads)
     resources:
-        gpu=int(CFG.resources.get("gpus_per_train_job", 0)),
+        gpu=CFG.resources.gpus_per_train_job,
         cpus_per_task=lambda w: max(1, CFG.experiment(w.model).train.num_threads),
         mem_mb=4000,
         runtime=60,

@@ -12,7 +12,7 @@ logging.basicConfig(
 )
 try:
     cfg = load_config(sm.config)
-    build_corpus(cfg.data, Path(sm.output.manifest).parent, seed=cfg.seed)
+    build_corpus(cfg.raw_section("data"), Path(sm.output.manifest).parent, seed=cfg.seed)
 except Exception:
     logging.exception("rule corpus failed")
     raise

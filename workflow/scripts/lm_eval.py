@@ -12,7 +12,7 @@ logging.basicConfig(
 )
 try:
     cfg = load_config(sm.config)
-    if cfg.eval.get("offline"):  # before `datasets` is imported: it reads these once
+    if cfg.eval.offline:  # before `datasets` is imported: it reads these once
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -26,11 +26,11 @@ try:
     try:
         evaluate_checkpoint(
             sm.input.checkpoint,
-            list(ev.get("tasks", [])),
+            list(ev.tasks),
             default_local_data(cfg),
-            int(ev.get("batch_size", 8)),
-            int(ev.get("max_length", 2048)),
-            ev.get("limit"),
+            ev.batch_size,
+            ev.max_length,
+            ev.limit,
             sm.output[0],
             cfg=cfg,
             grid_id=sm.wildcards.model,

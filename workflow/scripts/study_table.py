@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from hades.analysis import study, summary
-from hades.data.io import write_json
+from hades.io import write_json
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 logging.basicConfig(
