@@ -88,7 +88,6 @@ def test_library_code_does_not_import_snakemake():
     assert not bad, "only the workflow knows Snakemake:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="hades/io.py (branch io) removes it")
 def test_tracking_does_not_import_training():
     bad = offending([REPO / "hades" / "tracking.py"], lambda n: is_under(n, "hades.train"))
     assert not bad, "the tracking store stands below the trainer that uses it:\n" + "\n".join(bad)

@@ -1,4 +1,4 @@
-"""HADES's diversity loss (PAPER.md, HADES step 9), fused.
+"""HADES's diversity loss (docs/paper.md "The HADES mixer", step 9), fused.
 
     from kernels.diversity import diversity_loss
     loss = diversity_loss(slot_outputs)     # (..., H, P) -> scalar fp32

@@ -1,4 +1,4 @@
-"""HADES's diversity loss in plain torch (PAPER.md, HADES step 9): the definition the Triton
+"""HADES's diversity loss in plain torch (docs/paper.md "The HADES mixer", step 9): the definition the Triton
 kernels are tested against, and the path on CPU.
 
     ŷ_i = y_i / max(||y_i||, 1e-12)      (F.normalize over the head dimension P)

@@ -1,4 +1,4 @@
-"""HADES's input projections, fused with the router's fp32 product (PAPER.md, HADES steps 1 and 4).
+"""HADES's input projections, fused with the router's fp32 product (docs/paper.md "The HADES mixer", steps 1 and 4).
 
     from kernels.router import in_router_proj
     zxbcdt, v = in_router_proj(u, W_in, W_r, dtype)   # u (..., D) fp32; W_in (F, D); W_r (R, D)

@@ -1,4 +1,4 @@
-"""HADES's routed Δ (PAPER.md, HADES steps 5-7) and the fused scan entry that consumes it.
+"""HADES's routed Δ (docs/paper.md "The HADES mixer", steps 5-7) and the fused scan entry that consumes it.
 
 Each of the H slots of a token reads one filter channel of dt_raw (B, T, M), chosen by the
 router (`slot_ids`); expert slots add their spectral bias γ_j b_t,j (`slot_bias`, zero for

@@ -1,6 +1,6 @@
 """HADES token mixer: "Graph Signal Processing Meets Mamba2: Adaptive Filter Bank via Delta
 Modulation", Section 3 (eq. 5-7) and the loss of Section 3.3, as the authors' code computes it
-(docs: /PAPER.md "The HADES mixer", steps 1-9).
+(docs/paper.md "The HADES mixer", steps 1-9).
 
 Mamba2 read as a filter bank: each SSD head is a filter. Of a bank of M filters, H are active
 per token: S shared filters (always on) and Q experts picked by a router from E candidates. A

@@ -13,8 +13,8 @@ builds it by default (`fla_layer_kwargs` lists the options):
 
 So the kernelised causal attention of Katharopoulos et al. is kept, but with fla's learned
 Hadamard feature map and output RMSNorm instead of elu+1 and the Σφ(q)·φ(k) denominator: the
-paper's baselines follow fla's layer definitions (PAPER.md). Recurrent form: S_t = S_{t−1} +
-φ(k_t) v_tᵀ, o_t = scale · S_tᵀ φ(q_t) (state (B, H, K, V), no decay).
+paper's baselines follow fla's layer definitions (docs/paper.md "The experiment grid").
+Recurrent form: S_t = S_{t−1} + φ(k_t) v_tᵀ, o_t = scale · S_tᵀ φ(q_t) (state (B, H, K, V), no decay).
 
 Compute paths: reference = `kernels.linear_attn.linear_attn_chunked` (plain torch); fast (CUDA,
 cfg.kernel == "auto") = fla's `chunk_linear_attn(normalize=False)`; decode =
