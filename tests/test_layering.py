@@ -115,7 +115,7 @@ def test_no_layer_imports_one_above_it(level):
 def test_the_workflow_parses_without_torch():
     """The hades modules the rule files import at parse time import no torch (common.smk:
     `snakemake -n` must stay fast and offline): config validation reads the arch ids from
-    hades/archs.py, never from the mixer classes."""
+    hades/archs.py (which reads the mixer files as text), never by importing the mixers."""
     pattern = re.compile(r"^\s*(?:from\s+(hades[\w.]*)\s+import|import\s+(hades[\w.]*))", re.M)
     modules = sorted(
         {

@@ -211,3 +211,20 @@ def test_architecture_ids_are_kept_in_one_place():
 
     assert config.ARCHS == archs.ARCHS == tuple(archs.REGISTRY)
     assert mixers.REGISTRY is archs.REGISTRY
+
+
+def test_a_mixer_registers_by_its_file(tmp_path):
+    """hades/archs.py reads each mixer file's `arch = "<id>"` without importing it: a new file is a
+    new arch, a class without the literal is none, and one id declared twice names both places;
+    every registered class declares the id it is registered under."""
+    from hades.archs import REGISTRY, discover
+    from hades.models.mixers import mixer_class
+
+    (tmp_path / "toy.py").write_text('import torch_is_not_imported\n\nclass Toy:\n    arch = "toy"\n\n\nclass Helper:\n    pass\n')
+    (tmp_path / "other.py").write_text('class Other:\n    arch: str = "other"\n')
+    assert discover(tmp_path, "pkg") == {"other": "pkg.other:Other", "toy": "pkg.toy:Toy"}
+    (tmp_path / "twice.py").write_text('class Again:\n    arch = "toy"\n')
+    with pytest.raises(RuntimeError, match=r"'toy' is declared twice: pkg.toy:Toy and pkg.twice:Again"):
+        discover(tmp_path, "pkg")
+    for arch in REGISTRY:
+        assert mixer_class(arch).arch == arch

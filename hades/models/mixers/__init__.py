@@ -1,7 +1,8 @@
 """Token mixers of the grid, one file each, all with the same contract (see `base.Mixer`).
 
 `build_mixer(cfg, layer_idx)` is the single dispatch point from an architecture id to a class,
-through `REGISTRY` (hades/archs.py: arch id -> "module:Class", imported lazily).
+through `REGISTRY` (hades/archs.py: arch id -> "module:Class", read from each mixer file's
+`arch = "<id>"`; the class is imported lazily).
 """
 
 from __future__ import annotations

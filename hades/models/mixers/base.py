@@ -28,6 +28,10 @@ class MixerOutput(NamedTuple):
 
 
 class Mixer(nn.Module):
+    # the architecture id of a concrete mixer, as a string literal in its class body: hades/archs.py
+    # reads it from the source (no import), so the file is the mixer's registration
+    arch: str | None = None
+
     # -- the LM's generic init of this mixer (HadesForCausalLM.reset_parameters reads these from
     # the registry's class; the default is fla's: Linear weights ~ N(0, initializer_range)) ----
     # True: Linear weights keep PyTorch's default (Kaiming-uniform) init instead of N(0, σ)

@@ -76,6 +76,8 @@ def from_fla_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class DeltaNet(Mixer):
+    arch = "deltanet"  # the id a config names (hades/archs.py finds it here)
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         D, H = cfg.d_model, cfg.num_heads

@@ -99,6 +99,8 @@ class HadesMixer(Mixer):
     Decode state: {"conv": (batch, H P + 2 G N, d_conv - 1), "ssm": (batch, H, P, N),
                    "u_sum": (batch, D) fp32 sum of the inputs so far, "n_tokens": (batch,) int64}.
     """
+    arch = "hades"  # the id a config names (hades/archs.py finds it here)
+
 
     # the authors' mamba_ssm MixerModel: PyTorch's default Linear init, rescale_prenorm_residual
     torch_default_linear_init = True

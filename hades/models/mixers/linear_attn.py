@@ -88,6 +88,8 @@ class HadamardFeatureMap(nn.Module):
 
 
 class LinearAttention(Mixer):
+    arch = "linear_attn"  # the id a config names (hades/archs.py finds it here)
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         D, H = cfg.d_model, cfg.num_heads

@@ -35,6 +35,8 @@ class Mamba(Mixer):
 
     Decode state: {"conv": (batch, d_inner, d_conv - 1), "ssm": (batch, d_inner, d_state)}.
     """
+    arch = "mamba"  # the id a config names (hades/archs.py finds it here)
+
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)

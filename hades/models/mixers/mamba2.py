@@ -34,6 +34,8 @@ class Mamba2(Mixer):
     Decode state: {"conv": (batch, d_inner + 2 G N, d_conv - 1),
                    "ssm": (batch, nheads, head_dim, d_state)}.
     """
+    arch = "mamba2"  # the id a config names (hades/archs.py finds it here)
+
 
     rescale_out_proj_init = True  # fla's Mamba2: rescale_prenorm_residual=True
 

@@ -96,6 +96,8 @@ def apply_rotary(x: Tensor, positions: Tensor) -> Tensor:
 
 
 class MultiScaleRetention(Mixer):
+    arch = "retnet"  # the id a config names (hades/archs.py finds it here)
+
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
         D, H = cfg.d_model, cfg.num_heads

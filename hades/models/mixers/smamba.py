@@ -64,6 +64,8 @@ STABILITY_FLOOR = 1e-5  # alpha, beta >= this when smamba_stable (module docstri
 
 class SparseMamba(Mixer):
     """SC-/SO-Mamba mixer. u: (batch, seqlen, d_model) -> (batch, seqlen, d_model)."""
+    arch = "smamba"  # the id a config names (hades/archs.py finds it here)
+
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__(cfg, layer_idx)
