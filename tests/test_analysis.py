@@ -276,6 +276,17 @@ def test_training_curves_and_efficiency_table(tmp_path):
     assert "<table" in (tmp_path / "eff.html").read_text()
 
 
+def test_a_table_write_failing_midway_keeps_the_old_table(tmp_path):
+    """write_table's files are written atomically (hades.io): a row the CSV writer refuses (a
+    field not in the header) used to leave a truncated CSV holding the rows before it."""
+    summary.write_table([{"model": "a", "n": 1}], tmp_path / "t", "T")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="fields not in fieldnames"):
+        summary.write_table([{"model": "b", "n": 2}, {"model": "c", "extra": 3}], tmp_path / "t", "T")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .tmp left either
+    assert sorted(before) == ["t.csv", "t.html", "t.md"]
+
+
 def test_passkey_heatmap(tmp_path):
     for gid in ("mamba2", "hades"):
         d = tmp_path / gid

@@ -168,6 +168,72 @@ def test_destination_guard_and_replace(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l", "l.jsonl", "mine"], "no temp dirs left"
 
 
+def test_the_swap_syncs_the_new_dir_before_it_renames_and_the_old_one_goes_last(tmp_path, monkeypatch):
+    """A replaced prepared dir: the new files and their dir are fsync'ed, the old dir is renamed
+    aside (never removed before the new one is in), the new one renamed in, the parent synced,
+    and only then the old one removed; the result is the new records and nothing hidden."""
+    import hades.eval.prepare as prep
+
+    src, dst = tmp_path / "l.jsonl", tmp_path / "out" / "l"
+    src.write_text('{"text": "a b c"}\n')
+    prepare_eval_data("lambada_openai", src, dst)
+    events = []
+    real_rename, real_fsync, real_rmtree = prep.os.rename, prep.fsync_path, prep.shutil.rmtree
+
+    def rename(a, b):
+        events.append(("rename", Path(a).name.endswith(".old"), Path(b) == dst))
+        real_rename(a, b)
+
+    def fsync(p):
+        events.append(("fsync", Path(p).relative_to(tmp_path).parts[:2]))
+        real_fsync(p)
+
+    def rmtree(p, *args, **kwargs):
+        events.append(("rmtree", Path(p).name.endswith(".old")))
+        real_rmtree(p, *args, **kwargs)
+
+    monkeypatch.setattr(prep.os, "rename", rename)
+    monkeypatch.setattr(prep, "fsync_path", fsync)
+    monkeypatch.setattr(prep.shutil, "rmtree", rmtree)
+    src.write_text('{"text": "d e f"}\n{"text": "g h"}\n')
+    assert prepare_eval_data("lambada_openai", src, dst)["records"] == 2
+    tmp_name = next(e[1][1] for e in events if e[0] == "fsync" and len(e[1]) == 2)
+    assert tmp_name.startswith(".l.")
+    assert events == [
+        ("fsync", ("out", tmp_name)),  # the records file,
+        ("fsync", ("out", tmp_name)),  # prepared.json,
+        ("fsync", ("out", tmp_name)),  # the new dir itself
+        ("rename", False, False),  # the old dst aside
+        ("rename", False, True),  # the new one in
+        ("fsync", ("out",)),
+        ("rmtree", True),
+    ], events
+    assert len(_rows("lambada_openai", dst)) == 2
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["l"], "nothing hidden left"
+
+
+def test_a_failed_swap_puts_the_old_dir_back(tmp_path, monkeypatch):
+    import hades.eval.prepare as prep
+
+    src, dst = tmp_path / "l.jsonl", tmp_path / "out" / "l"
+    src.write_text('{"text": "a b c"}\n')
+    prepare_eval_data("lambada_openai", src, dst)
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    real_rename = prep.os.rename
+
+    def rename(a, b):
+        if Path(b) == dst and not Path(a).name.endswith(".old"):
+            raise OSError("rename refused")
+        real_rename(a, b)
+
+    monkeypatch.setattr(prep.os, "rename", rename)
+    src.write_text('{"text": "d e f"}\n')
+    with pytest.raises(OSError, match="rename refused"):
+        prepare_eval_data("lambada_openai", src, dst)
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["l"], "no temp dir left"
+
+
 def test_cli_one_line_error(tmp_path, capsys):
     src = tmp_path / "x.jsonl"
     src.write_text('{"foo": 1}\n')

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hades.io import write_json
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 RESULT_ID = "hades-report-check"
 
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = check_report(args.report, args.chromium, min_images=args.min_images)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res, sort_keys=False)  # atomically (hades.io)
     kinds: dict[str, int] = {}
     for r in res["results"]:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -7,17 +7,23 @@
   HTML page (how Snakemake's report shows a table).
 - `write_index`: results/figures/index.md, a page listing every figure of the run (PNG shown,
   PDF linked) with its caption; it is the output of the `figures` rule that `rule all` requests.
+
+Every file is written atomically (hades.io): a crash leaves the old file or none, never half a
+table.
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from hades.io import atomic_write_bytes, atomic_write_text
 
 
 def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -94,8 +100,7 @@ def write_index(
         if pdf.exists():
             lines += ["", f"PDF: [{pdf.name}]({os.path.relpath(pdf, out_md.parent)})"]
         lines.append("")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines))
+    atomic_write_text(out_md, "\n".join(lines))
 
 
 def _fmt(v: Any) -> str:
@@ -116,18 +121,20 @@ def write_table(
 ) -> list[Path]:
     """Write rows as `stem`.csv (raw values), .md and .html (formatted, for docs and the report)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     cols = list(rows[0]) if rows else list(headers or {})
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    # bytes, so csv's \r\n line ends reach the file untranslated (as open(..., newline="") did)
+    atomic_write_bytes(stem.with_suffix(".csv"), buf.getvalue().encode("utf-8"))
     heads = [(headers or {}).get(c, c) for c in cols]
     md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
-    stem.with_suffix(".html").write_text(
-        html_table(heads, [[_fmt(r.get(c)) for c in cols] for r in rows], title)
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
+    atomic_write_text(
+        stem.with_suffix(".html"),
+        html_table(heads, [[_fmt(r.get(c)) for c in cols] for r in rows], title),
     )
     return [stem.with_suffix(s) for s in (".csv", ".md", ".html")]
 
@@ -159,5 +166,4 @@ def csv_to_html(csv_path: str | Path, html_path: str | Path, title: str | None =
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
     headers, body = (rows[0], rows[1:]) if rows else ([], [])
-    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(html_path).write_text(html_table(headers, body, title or Path(csv_path).stem))
+    atomic_write_text(html_path, html_table(headers, body, title or Path(csv_path).stem))

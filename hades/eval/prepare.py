@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hades.data.io import utf8_problem
-from hades.io import sha256_file
+from hades.io import fsync_path, sha256_file
 
 # The split each stock lm-eval task evaluates (its test_split, else its validation_split).
 EVAL_SPLIT = {
@@ -402,9 +402,10 @@ def source_files(task: str, src: str | Path) -> list[Path]:
 def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
     """Convert `src` (a file, or a directory holding it) for lm-eval task `task` into `dst`.
 
-    Writes `dst/<split>.jsonl` and `dst/prepared.json`, atomically: on any error nothing is left
-    at `dst`. An existing `dst` is replaced only if it is a prepared dir (has prepared.json) or
-    empty. Returns the metadata written to prepared.json.
+    Writes `dst/<split>.jsonl` and `dst/prepared.json` into a directory beside `dst`, then swaps
+    it in crash-safely (`_swap_in`): on any error nothing is left at `dst` but what was there. An
+    existing `dst` is replaced only if it is a prepared dir (has prepared.json) or empty. Returns
+    the metadata written to prepared.json.
     """
     if task not in CONVERTERS:
         raise PrepareError(f"unknown task {task!r}; prepare-eval-data knows: {', '.join(CONVERTERS)}")
@@ -434,10 +435,32 @@ def prepare_eval_data(task: str, src: str | Path, dst: str | Path) -> dict:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         (tmp / PREPARED_META).write_text(json.dumps(meta, indent=2) + "\n")
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
+        _swap_in(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _swap_in(tmp: Path, dst: Path) -> None:
+    """Make the complete directory `tmp` (beside `dst`) `dst`, crash-safely: its files and the
+    directory are fsync'ed first; an existing `dst` is renamed aside (to `tmp`'s name + ".old"),
+    `tmp` renamed in, the parent fsync'ed, and only then the old one removed. A crash leaves the
+    old `dst` or the new one in place, or (between the two renames) none and the old one aside
+    as a hidden `.old` directory; never a partly written or partly removed `dst`. If the second
+    rename fails, the old one is put back."""
+    for f in tmp.iterdir():
+        fsync_path(f)
+    fsync_path(tmp)
+    old = tmp.with_name(tmp.name + ".old") if dst.exists() else None
+    if old is not None:
+        os.rename(dst, old)
+    try:
+        os.rename(tmp, dst)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dst)
+        raise
+    fsync_path(dst.parent)
+    if old is not None:
+        shutil.rmtree(old)

@@ -4,12 +4,10 @@ import logging
 from pathlib import Path
 
 from hades.analysis import summary
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "analysis_table"):
     rows = summary.analysis_rows(
         dict(zip(sm.params.models, sm.input.spectrum)),
         dict(zip(sm.params.models, sm.input.delta)),
@@ -22,6 +20,3 @@ try:
         summary.ANALYSIS_HEADERS,
     )
     logging.info("analysis table: %s", rows)
-except Exception:
-    logging.exception("rule analysis_table failed")
-    raise

@@ -4,12 +4,10 @@ import logging
 from pathlib import Path
 
 from hades.analysis import curves, style, summary
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "curves"):
     # read_run reads the metrics.jsonl and summary.json of results/train/{model}/
     runs = {
         m: curves.read_run(Path(p).parent, m) for m, p in zip(sm.params.models, sm.input.summaries)
@@ -25,6 +23,3 @@ try:
         curves.EFFICIENCY_HEADERS,
     )
     logging.info("efficiency table: %d models", len(rows))
-except Exception:
-    logging.exception("rule curves failed")
-    raise

@@ -1,23 +1,11 @@
 """Rule `delta_hist` (workflow/rules/analysis.smk): hades.analysis.delta.from_config (Figure 4)."""
 
-import logging
-
 from hades.analysis import delta
 from hades.config import load_config
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
-    delta.from_config(
-        load_config(sm.config),
-        sm.wildcards.model,
-        sm.input.checkpoint,
-        sm.input.val,
-        sm.output.json,
-        [sm.output.png, sm.output.pdf],
-    )
-except Exception:
-    logging.exception("rule delta_hist failed")
-    raise
+with rule_log(sm, "delta_hist"):
+    cfg, out = load_config(sm.config), sm.output
+    model, ckpt, val = sm.wildcards.model, sm.input.checkpoint, sm.input.val
+    delta.from_config(cfg, model, ckpt, val, out.json, [out.png, out.pdf])

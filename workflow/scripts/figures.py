@@ -1,15 +1,8 @@
 """Rule `figures` (workflow/rules/analysis.smk): hades.analysis.summary.write_index."""
 
-import logging
-
 from hades.analysis import summary
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "figures"):
     summary.write_index(sm.input, sm.output[0])
-except Exception:
-    logging.exception("rule figures failed")
-    raise

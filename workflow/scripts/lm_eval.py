@@ -1,16 +1,12 @@
 """Rule `lm_eval` (workflow/rules/eval.smk): hades.eval.harness.evaluate_checkpoint."""
 
-import logging
 import os
-import sys
 
 from hades.config import ConfigError, load_config
+from hades.rulelog import one_line_errors, rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "lm_eval"):
     cfg = load_config(sm.config)
     if cfg.eval.offline:  # before `datasets` is imported: it reads these once
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -23,7 +19,11 @@ try:
 
     torch.set_num_threads(max(1, sm.threads))
     ev = cfg.eval
-    try:
+    with one_line_errors(
+        "lm_eval",
+        (EvalTaskError, ConfigError, CheckpointMismatchError),
+        f"lm_eval {sm.wildcards.model}",
+    ):
         evaluate_checkpoint(
             sm.input.checkpoint,
             list(ev.tasks),
@@ -35,9 +35,3 @@ try:
             cfg=cfg,
             grid_id=sm.wildcards.model,
         )
-    except (EvalTaskError, ConfigError, CheckpointMismatchError) as e:
-        logging.error("rule lm_eval: %s", e)
-        sys.exit(f"error: lm_eval {sm.wildcards.model}: {e}")
-except Exception:
-    logging.exception("rule lm_eval failed")
-    raise

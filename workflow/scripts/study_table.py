@@ -7,12 +7,10 @@ from pathlib import Path
 
 from hades.analysis import study, summary
 from hades.io import write_json
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "study_table"):
     models = sm.params.models
     result = study.study(
         sm.input.manifest,
@@ -32,6 +30,3 @@ try:
         study.study_rows(result), Path(sm.output.csv).with_suffix(""), title, study.STUDY_HEADERS
     )
     logging.info("study: %s", json.dumps(result["baselines"]))
-except Exception:
-    logging.exception("rule study_table failed")
-    raise

@@ -5,14 +5,9 @@ from pathlib import Path
 
 from hades.config import load_config
 from hades.eval.tables import make_tables
+from hades.rulelog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, "tables"):
     written = make_tables(load_config(sm.config), list(sm.input), Path(sm.output[0]).parent)
     logging.info("wrote %s", ", ".join(map(str, written)))
-except Exception:
-    logging.exception("rule tables failed")
-    raise

@@ -1,7 +1,6 @@
 """Rules `tokenize_shard` and `tokenize` (workflow/rules/data.smk):
 hades.data.shards.tokenize_shard for one shard, hades.data.shards.write_manifest to gather them."""
 
-import logging
 import os
 from pathlib import Path
 
@@ -10,11 +9,9 @@ sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 os.environ.setdefault("RAYON_NUM_THREADS", str(sm.threads))
 
 from hades.data.shards import shard_max_tokens, tokenize_shard, write_manifest  # noqa: E402
+from hades.rulelog import rule_log  # noqa: E402
 
-logging.basicConfig(
-    filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-)
-try:
+with rule_log(sm, sm.rule):
     if sm.rule == "tokenize_shard":
         tokenize_shard(
             corpus=sm.input.corpus,
@@ -31,6 +28,3 @@ try:
         write_manifest(
             Path(sm.output[0]).parent, sm.input.corpus, sm.input.tokenizer, sm.input.parts
         )
-except Exception:
-    logging.exception("rule %s failed", sm.rule)
-    raise
