@@ -44,38 +44,6 @@ def _decay(dl, lr, li):
 
 
 @triton.jit
-def _tile_forward(dl, u, Pr, Pi, sr, si, lr, li, nmask3, CONTROLLABLE: tl.constexpr):
-    """One time tile of the forward from the entering state (sr, si): the decays (ar, ai), the
-    inputs (vr, vi) and the states (gr, gi), each (BLOCK_T, BLOCK_C, BLOCK_N)."""
-    ar, ai = _decay(dl, lr, li)
-    du = (dl * u)[:, :, None]
-    if CONTROLLABLE:
-        vr = tl.where(nmask3, du, 0.0)
-        vi = tl.zeros_like(vr)
-    else:
-        vr = du * Pr
-        vi = du * Pi
-    acr, aci, vcr, vci = tl.associative_scan((ar, ai, vr, vi), 0, _combine)
-    gr = vcr + acr * sr[None, :, :] - aci * si[None, :, :]
-    gi = vci + acr * si[None, :, :] + aci * sr[None, :, :]
-    return ar, ai, vr, vi, gr, gi
-
-
-@triton.jit
-def _program_block(pid_c, lr_ptr, li_ptr, CH, N, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, DT: tl.constexpr):
-    """The program's channels and states: offsets, masks and the roots lambda (real, imag)."""
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_n = tl.arange(0, BLOCK_N)
-    cmask = offs_c < CH
-    nmask = offs_n < N
-    cn_mask = cmask[:, None] & nmask[None, :]
-    cn_offs = offs_c[:, None] * N + offs_n[None, :]
-    lr = tl.load(lr_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
-    li = tl.load(li_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
-    return offs_c, cmask, nmask, cn_mask, cn_offs, lr, li
-
-
-@triton.jit
 def companion_scan_fwd_kernel(
     u_ptr, dl_ptr, lr_ptr, li_ptr, Pr_ptr, Pi_ptr, D_ptr, init_ptr,
     y_ptr, final_ptr, states_ptr,
@@ -93,8 +61,14 @@ def companion_scan_fwd_kernel(
     pid_c = tl.program_id(0)
     b = tl.program_id(1)
     offs_t = tl.arange(0, BLOCK_T)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_c, cmask, nmask, cn_mask, cn_offs, lr, li = _program_block(pid_c, lr_ptr, li_ptr, CH, N, BLOCK_C, BLOCK_N, DT)
+    cmask = offs_c < CH
+    nmask = offs_n < N
+    cn_mask = cmask[:, None] & nmask[None, :]
+    cn_offs = offs_c[:, None] * N + offs_n[None, :]
+    lr = tl.load(lr_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
+    li = tl.load(li_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
     if HAS_D:
         Dc = tl.load(D_ptr + offs_c, mask=cmask, other=0.0).to(DT)
     if HAS_INIT:
@@ -115,7 +89,17 @@ def companion_scan_fwd_kernel(
         dl = tl.load(dl_ptr + b * s_d_b + t[:, None] * s_d_t + offs_c[None, :] * s_d_c, mask=tc_mask, other=0.0).to(DT)
         Pr = tl.load(Pr_ptr + p_offs, mask=m3, other=0.0).to(DT)
         Pi = tl.load(Pi_ptr + p_offs, mask=m3, other=0.0).to(DT)
-        ar, ai, vr, vi, gr, gi = _tile_forward(dl, u, Pr, Pi, sr, si, lr, li, nmask3, CONTROLLABLE)
+        ar, ai = _decay(dl, lr, li)
+        du = (dl * u)[:, :, None]
+        if CONTROLLABLE:
+            vr = tl.where(nmask3, du, 0.0)
+            vi = tl.zeros_like(vr)
+        else:
+            vr = du * Pr
+            vi = du * Pi
+        acr, aci, vcr, vci = tl.associative_scan((ar, ai, vr, vi), 0, _combine)
+        gr = vcr + acr * sr[None, :, :] - aci * si[None, :, :]
+        gi = vci + acr * si[None, :, :] + aci * sr[None, :, :]
         if CONTROLLABLE:
             y = tl.sum(Pr * gr - Pi * gi, axis=2)
         else:
@@ -151,8 +135,14 @@ def companion_scan_bwd_kernel(
     pid_c = tl.program_id(0)
     b = tl.program_id(1)
     offs_t = tl.arange(0, BLOCK_T)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_c, cmask, nmask, cn_mask, cn_offs, lr, li = _program_block(pid_c, lr_ptr, li_ptr, CH, N, BLOCK_C, BLOCK_N, DT)
+    cmask = offs_c < CH
+    nmask = offs_n < N
+    cn_mask = cmask[:, None] & nmask[None, :]
+    cn_offs = offs_c[:, None] * N + offs_n[None, :]
+    lr = tl.load(lr_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
+    li = tl.load(li_ptr + cn_offs, mask=cn_mask, other=0.0).to(DT)
     if HAS_D:
         Dc = tl.load(D_ptr + offs_c, mask=cmask, other=0.0).to(DT)
         dD = tl.zeros((BLOCK_C,), dtype=DT)
@@ -189,8 +179,17 @@ def companion_scan_bwd_kernel(
         si = tl.load(states_ptr + base + CH * N + cn_offs, mask=cn_mask, other=0.0)
 
         # forward, recomputed: g_t from the state entering the tile
-        ar, ai, vr, vi, gr, gi = _tile_forward(dl, u, Pr, Pi, sr, si, lr, li, nmask3, CONTROLLABLE)
+        ar, ai = _decay(dl, lr, li)
         du = (dl * u)[:, :, None]
+        if CONTROLLABLE:
+            vr = tl.where(nmask3, du, 0.0)
+            vi = tl.zeros_like(vr)
+        else:
+            vr = du * Pr
+            vi = du * Pi
+        acr, aci, vcr, vci = tl.associative_scan((ar, ai, vr, vi), 0, _combine)
+        gr = vcr + acr * sr[None, :, :] - aci * si[None, :, :]
+        gi = vci + acr * si[None, :, :] + aci * sr[None, :, :]
 
         # backward: G_t = dy_t conj(R_t) + conj(a_{t+1}) G_{t+1}, the carry entering at the end
         a1r, a1i = _decay(dl1, lr, li)
