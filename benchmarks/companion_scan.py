@@ -24,15 +24,13 @@ SWEEP = [(8, 4, 4), (8, 8, 4), (8, 2, 2), (4, 4, 2), (4, 8, 4), (16, 4, 4), (16,
 
 
 def _inputs(b, t, c, n, dtype):
-    from kernels.companion_scan import quadratic_roots
-
     g = torch.Generator(device="cuda").manual_seed(0)
     r = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
     u = r(b, t, c).to(dtype)
     delta = F.softplus(r(b, t, c) - 2.0)
     X = r(b, t, n)
     alpha, beta = F.softplus(r(c, n // 2) * 0.5 + 0.5).double(), F.softplus(r(c, n // 2) * 0.5 + 0.5).double()
-    return u, delta, X, r(c), alpha, beta, quadratic_roots
+    return u, delta, X, r(c), alpha, beta
 
 
 def _time(scan, u, delta, X, D, alpha, beta, roots, form, dy):
@@ -60,13 +58,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from kernels.companion_scan import companion_scan_chunked
     from kernels.companion_scan import op as cop
+    from kernels.companion_scan import quadratic_roots as roots
 
     warm_gpu()
     rows, sweep_rows = [], []
     for name in args.shapes:
         b, t, c, n = SHAPES[name]
         for form in ("controllable", "observable"):
-            u, delta, X, D, alpha, beta, roots = _inputs(b, t, c, n, torch.float64)
+            u, delta, X, D, alpha, beta = _inputs(b, t, c, n, torch.float64)
             dy = torch.randn(b, t, c, device="cuda", dtype=torch.float64)
             lam = roots(alpha, beta)
             with torch.no_grad():

@@ -25,7 +25,6 @@ from .reference import (
 )
 
 
-
 def _triton_op():
     """The Triton `companion_scan` from op.py, or None where it cannot be imported."""
     return triton_op(__name__, "companion_scan")

@@ -23,6 +23,7 @@ import os
 
 import torch
 import triton
+import triton.language as tl
 from torch import Tensor
 
 from .._buffers import empty as _empty
@@ -39,8 +40,6 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpret
 
 
 def _tl_dtype(dtype: torch.dtype):
-    import triton.language as tl
-
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
