@@ -244,11 +244,10 @@ def _rel(a, ref) -> float:
     return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
 
 
-def sass_report(b, t, c, n, store_states=False):
-    """Compile the seq and split candidates offline for the H100 (sm_90a, no GPU needed) at this
-    shape and count the SASS of the time loop (two tiles of BLOCK_T tokens per iteration):
-    instructions per token per warp and per channel-token, exp2, shuffles, bf16 -> fp32
-    conversions (shift / and), loads; registers and spills from ptxas."""
+def _sass_counts(kernel, pos, named):
+    """Compile one recorded launch (kernel, positional and keyword arguments) offline for the
+    H100 (sm_90a) with the JIT's specialization and count the SASS of its longest loop (the time
+    loop): returns (Counter of opcodes in the loop, registers, spill-store bytes or "?")."""
     import os
     import re
     import subprocess
@@ -258,13 +257,58 @@ def sass_report(b, t, c, n, store_states=False):
     import triton
     from triton.backends.compiler import GPUTarget
 
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    names = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}
+    named = dict(named)
+    num_warps = named.pop("num_warps")
+    values = dict(zip(kernel.arg_names, pos), **named)
+    sig, consts, attrs = {}, {}, {}
+    for i, name in enumerate(kernel.arg_names):  # the JIT's specialization of a launch
+        v = values[name]
+        if i in kernel.constexprs or isinstance(v, bool) or v is None or (isinstance(v, int) and v == 1):
+            sig[name], consts[name] = "constexpr", v
+        elif isinstance(v, torch.Tensor):
+            sig[name], attrs[(i,)] = "*" + names[v.dtype], [["tt.divisibility", 16]]
+        else:
+            sig[name] = "i32"
+            if v % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src_ = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
+    k = triton.compile(src_, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+        with open(ptx, "w") as f:
+            f.write(k.asm["ptx"])
+        err = subprocess.run([os.path.join(bin_dir, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", cubin],
+                             capture_output=True, text=True).stderr
+        sass = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
+    loops = [(int(m.group(1), 16), a) for a, s in ins if (m := re.search(r"BRA .*?0x([0-9a-f]+)", s)) and int(m.group(1), 16) < a]
+    lo, hi = max(loops, key=lambda x: x[1] - x[0])  # the time loop: the longest backward branch
+    ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", s).split()[0].split(".")[0] for a, s in ins if lo <= a <= hi)
+    spill = re.search(r"(\d+) bytes spill stores", err)
+    return ops, int(re.search(r"Used (\d+) registers", err).group(1)), int(spill.group(1)) if spill else "?"
+
+
+def _meta_inputs(b, t, c, n):
+    meta = lambda *s, dt=torch.bfloat16: torch.empty(*s, dtype=dt, device="meta")  # noqa: E731
+    return meta(b, t, c), meta(b, t, c), meta(b, t, n), meta(b, t, n), meta(c, n, dt=torch.float32), meta(c, dt=torch.float32)
+
+
+def _recorder(calls):
+    def record(kernel, grid):
+        return lambda *xs, **kws: calls.append((kernel, xs, kws))
+    return record
+
+
+def sass_report(b, t, c, n, store_states=False):
+    """Compile the seq and split candidates offline for the H100 (sm_90a, no GPU needed) at this
+    shape and count the SASS of the time loop (two tiles of BLOCK_T tokens per iteration):
+    instructions per token per warp and per channel-token, exp2, shuffles, bf16 -> fp32
+    conversions (shift / and), loads; registers and spills from ptxas."""
     import kernels.selective_scan.op as op
 
-    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    meta = lambda *s, dt=torch.bfloat16: torch.empty(*s, dtype=dt, device="meta")  # noqa: E731
-    u, delta, B, C = meta(b, t, c), meta(b, t, c), meta(b, t, n), meta(b, t, n)
-    a2, d = meta(c, n, dt=torch.float32), meta(c, dt=torch.float32)
-    names = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}
+    u, delta, B, C, a2, d = _meta_inputs(b, t, c, n)
     base = {k: dict(v) for k, v in op.CONFIG.items()}
     rows = []
     for layout, entry, launch in FWD_CANDIDATES:
@@ -272,54 +316,177 @@ def sass_report(b, t, c, n, store_states=False):
             continue
         cfg = _fwd_config(base, layout, entry, launch)
         calls = []
-
-        def record(kernel, grid, calls=calls):
-            return lambda *xs, **kws: calls.append((kernel, xs, kws))
-
         op._forward(u, delta, a2, B, C, d, None, store_states, cfg["bwd" if store_states else "fwd"]["BLOCK_T"],
-                    config=cfg, launch=record)
-        kernel, pos, named = calls[-1]
-        num_warps = named.pop("num_warps")
-        values = dict(zip(kernel.arg_names, pos), **named)
-        sig, consts, attrs = {}, {}, {}
-        for i, name in enumerate(kernel.arg_names):  # the JIT's specialization of a launch
-            v = values[name]
-            if i in kernel.constexprs or isinstance(v, bool) or v is None or (isinstance(v, int) and v == 1):
-                sig[name], consts[name] = "constexpr", v
-            elif isinstance(v, torch.Tensor):
-                sig[name], attrs[(i,)] = "*" + names[v.dtype], [["tt.divisibility", 16]]
-            else:
-                sig[name] = "i32"
-                if v % 16 == 0:
-                    attrs[(i,)] = [["tt.divisibility", 16]]
-        src_ = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
-        k = triton.compile(src_, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
-        with tempfile.TemporaryDirectory() as tmp:
-            ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-            with open(ptx, "w") as f:
-                f.write(k.asm["ptx"])
-            err = subprocess.run([os.path.join(bin_dir, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", cubin],
-                                 capture_output=True, text=True).stderr
-            sass = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
-        ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
-        loops = [(int(m.group(1), 16), a) for a, s in ins if (m := re.search(r"BRA .*?0x([0-9a-f]+)", s)) and int(m.group(1), 16) < a]
-        lo, hi = max(loops, key=lambda x: x[1] - x[0])  # the time loop: the longest backward branch
-        ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", s).split()[0].split(".")[0] for a, s in ins if lo <= a <= hi)
+                    config=cfg, launch=_recorder(calls))
+        ops, regs, spills = _sass_counts(*calls[-1])
         tokens = 2 * launch["BLOCK_T"]
         ch_warp = 32 // launch["NG"] if layout == "split" else 32
-        spill = re.search(r"(\d+) bytes spill stores", err)
         rows.append({"layout": layout, "NG": launch.get("NG", "-"), "BLOCK_T": launch["BLOCK_T"],
-                     "num_warps": num_warps, "pairs": launch.get("pairs", "-"), "bc_fp32": launch.get("bc_fp32", "-"),
+                     "num_warps": launch["num_warps"], "pairs": launch.get("pairs", "-"),
+                     "bc_fp32": launch.get("bc_fp32", "-"),
                      "instr/token/warp": sum(ops.values()) / tokens,
                      "instr/channel-token": sum(ops.values()) / tokens / ch_warp,
                      "MUFU": ops["MUFU"] / tokens, "SHFL": ops["SHFL"] / tokens,
                      "SHF+LOP3+PRMT": (ops["SHF"] + ops["LOP3"] + ops["PRMT"]) / tokens,
-                     "LDG": ops["LDG"] / tokens, "regs": int(re.search(r"Used (\d+) registers", err).group(1)),
-                     "spill_bytes": int(spill.group(1)) if spill else "?"})
+                     "LDG": ops["LDG"] / tokens, "regs": regs, "spill_bytes": spills})
         print(rows[-1], flush=True)
     print(f"\nsm_90a SASS of the time loop, batch {b} x {t}, D={c}, N={n}, bf16, states stored: {store_states} "
           "(counts per token and warp; instr/channel-token = per token and warp / channels per warp)\n"
           + table(rows, list(rows[0])), flush=True)
+    return rows
+
+
+# --sweep-bwd / --sass-bwd candidates: CONFIG["bwd"] (layout "split" unless given)
+BWD_CANDIDATES = (
+    [dict(BLOCK_T=bt, NG=ng, CT=ct, num_warps=w, recompute_a=ra, prefetch=pf, rs=rs) for bt, ng, ct, w, ra, pf, rs in (
+        (8, 4, 2, 1, True, True, True), (8, 4, 2, 1, True, True, False), (8, 4, 2, 1, True, False, True),
+        (8, 4, 2, 1, False, True, True), (4, 4, 4, 1, True, True, True), (4, 4, 2, 1, True, True, True),
+        (8, 4, 4, 1, True, False, True), (8, 8, 4, 1, True, True, True), (8, 8, 2, 1, True, True, True),
+        (16, 4, 2, 1, True, False, True), (8, 4, 1, 1, True, True, True), (4, 8, 4, 1, True, True, True))]
+    + [dict(layout="tile", BLOCK_T=8, BLOCK_C=16, tile_warps=2)]
+)
+
+
+def _bwd_config(base, cand):
+    cfg = {k: dict(v) for k, v in base.items()}
+    cfg["bwd"] = {**cfg["bwd"], "layout": "split", **cand}
+    return cfg
+
+
+def _bwd_channels(cfg):
+    bw = cfg["bwd"]
+    return bw["BLOCK_C"] if bw["layout"] == "tile" else 32 // bw["NG"] * bw["CT"] * bw["num_warps"]
+
+
+def _precompile_bwd(inp, configs):
+    """Compile the backward kernel of every config in parallel threads (as `_precompile`)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kernels.selective_scan.op as op
+
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode
+    except ImportError:
+        return
+    u = inp["u"]
+    b, t, c = u.shape
+    n = inp["B"].shape[-1]
+    a2 = (inp["A"].float() * op.LOG2E).contiguous()
+    workers = max(1, min(16, (os.cpu_count() or 2) - 1))
+    with ThreadPoolExecutor(workers) as ex, AsyncCompileMode(ex, ignore_errors=True):
+        for cfg in configs:
+            bt = cfg["bwd"]["BLOCK_T"]
+            states = torch.zeros(b, -(-t // bt), c, n, device=u.device)
+            try:
+                op._backward(u, inp["delta"], a2, inp["B"], inp["C"], inp["D"], states, u, None, False, bt, config=cfg,
+                             launch=lambda kernel, grid: functools.partial(kernel.warmup, grid=grid))
+            except Exception:  # noqa: BLE001 - the sweep reports it when it runs the config
+                pass
+
+
+def sweep_bwd(inp, fwd_ms, log):
+    """Time every backward candidate (`BWD_CANDIDATES`): the backward alone (the training
+    forward run once, its graph kept: torch.autograd.grad with retain_graph), the training forward
+    + backward, and the ratio of that to the forward without autograd (fwd_ms; goal <= 2.5); each
+    candidate's gradients checked against the first round's "tile" backward. Keeps the fastest
+    correct one in op.CONFIG; prints one table."""
+    import time
+
+    import kernels.selective_scan.op as op
+    from kernels.selective_scan.op import selective_scan
+
+    base = {k: dict(v) for k, v in op.CONFIG.items()}
+    rows = []
+    for cand in BWD_CANDIDATES:
+        cfg = _bwd_config(base, cand)
+        if cfg["bwd"]["BLOCK_T"] != base["bwd"]["BLOCK_T"]:  # the training forward stores states at this tile
+            cfg["fwd_split_train"] = dict(cfg["fwd_split_train"], BLOCK_T=min(cfg["fwd_split_train"]["BLOCK_T"],
+                                                                              cfg["bwd"]["BLOCK_T"]))
+        rows.append({"layout": cfg["bwd"]["layout"], **{k: cfg["bwd"].get(k, "-") for k in
+                                                       ("BLOCK_T", "NG", "CT", "num_warps", "recompute_a", "prefetch",
+                                                        "rs")},
+                     "ch/prog": _bwd_channels(cfg), "_cfg": cfg})
+    t0 = time.perf_counter()
+    _precompile_bwd(inp, [r["_cfg"] for r in rows])
+    print(f"compiled {len(rows)} backward kernels in {time.perf_counter() - t0:.0f} s", flush=True)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in inp.items()}
+    dy = torch.randn_like(inp["u"])
+
+    def use(cfg):
+        op.CONFIG.clear()
+        op.CONFIG.update(cfg)
+
+    def grads():
+        y, _ = selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"])
+        return torch.autograd.grad(y, list(leaves.values()), dy)
+
+    ref_row = next(r for r in rows if r["layout"] == "tile")
+    use(ref_row["_cfg"])
+    ref = grads()
+    for row in rows:
+        use(row["_cfg"])
+        try:
+            g = grads()
+            row["max_grad_err"] = max(_rel(a, r) for a, r in zip(g, ref))
+            row["ok"] = "yes" if row["max_grad_err"] <= 1e-2 else "NO"
+            y, _ = selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], leaves["D"])
+            row["bwd_ms"] = bench(lambda y=y: torch.autograd.grad(y, list(leaves.values()), dy, retain_graph=True),
+                                  rep_ms=100)
+            fn, lv = runner(inp, selective_scan, True)
+            row["fwdbwd_ms"] = bench(fn, rep_ms=100, grad_to_none=lv)
+            row["fwdbwd/fwd"] = row["fwdbwd_ms"] / fwd_ms
+        except Exception as e:  # noqa: BLE001 - a config that fails to compile or run is reported
+            row["ok"] = f"error {type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+        print({k: v for k, v in row.items() if k != "_cfg"}, flush=True)
+    timed = sorted((r for r in rows if r.get("bwd_ms") is not None and r["ok"] == "yes"), key=lambda r: r["fwdbwd_ms"])
+    use(timed[0]["_cfg"] if timed else base)
+    if timed:
+        timed[0]["best"] = "*"
+    for row in rows:
+        log.append({"kernel": "bwd", **{k: v for k, v in row.items() if k != "_cfg"}})
+    cols = ["layout", "BLOCK_T", "NG", "CT", "num_warps", "recompute_a", "prefetch", "rs", "ch/prog", "bwd_ms", "fwdbwd_ms",
+            "fwdbwd/fwd", "max_grad_err", "ok", "best"]
+    b, t, c = inp["u"].shape
+    print(f"\nbackward sweep, batch {b} x {t}, D={c}, bf16: median ms; fwdbwd/fwd: the training forward + backward "
+          f"over the forward without autograd ({fwd_ms:.3f} ms; goal <= 2.5); max_grad_err: the largest relative L2 "
+          "error of the six gradients against the tile backward\n" + table(rows, cols), flush=True)
+    return rows
+
+
+def sass_bwd_report(b, t, c, n):
+    """The backward candidates compiled offline (sm_90a): registers, spills, and per token and
+    warp of their time loop the instructions, exp2 (MUFU), shuffles and loads; per channel-token
+    the instructions (the loop's counts / tokens per iteration / channels per warp)."""
+    import kernels.selective_scan.op as op
+
+    u, delta, B, C, a2, d = _meta_inputs(b, t, c, n)
+    base = {k: dict(v) for k, v in op.CONFIG.items()}
+    rows = []
+    for cand in BWD_CANDIDATES:
+        cfg = _bwd_config(base, cand)
+        bt = cfg["bwd"]["BLOCK_T"]
+        states = torch.empty(b, -(-t // bt), c, n, device="meta")
+        calls = []
+        op._backward(u, delta, a2, B, C, d, states, u, None, False, bt, config=cfg, launch=_recorder(calls))
+        try:
+            ops, regs, spills = _sass_counts(*calls[-1])
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            rows.append({**cand, "error": f"{type(e).__name__}: {str(e)[:80]}"})
+            continue
+        ch = _bwd_channels(cfg)
+        warps = cfg["bwd"]["tile_warps"] if cfg["bwd"]["layout"] == "tile" else cfg["bwd"]["num_warps"]
+        tokens = bt  # one tile per iteration of the time loop
+        rows.append({"layout": cfg["bwd"]["layout"], **{k: cfg["bwd"].get(k, "-") for k in
+                                                          ("BLOCK_T", "NG", "CT", "num_warps", "recompute_a", "prefetch",
+                                                           "rs")},
+                     "ch/prog": ch, "instr/channel-token": sum(ops.values()) / tokens / (ch / warps),
+                     "MUFU/ch-token": ops["MUFU"] / tokens / (ch / warps), "SHFL/ch-token": ops["SHFL"] / tokens / (ch / warps),
+                     "LDG+STG/ch-token": (ops["LDG"] + ops["STG"]) / tokens / (ch / warps),
+                     "regs": regs, "spill_bytes": spills})
+        print(rows[-1], flush=True)
+    print(f"\nsm_90a SASS of the backward's time loop, batch {b} x {t}, D={c}, N={n}, bf16 (per channel-token: "
+          "the loop's counts / BLOCK_T / channels per warp)\n" + table(rows, list(rows[0])), flush=True)
     return rows
 
 
@@ -334,6 +501,8 @@ def main(argv=None):
     ap.add_argument("--sass", action="store_true", help="offline sm_90a instruction counts of the seq and split "
                     "forward candidates (no GPU needed), then exit")
     ap.add_argument("--states", action="store_true", help="with --sass: the training forward (stores states)")
+    ap.add_argument("--sass-bwd", action="store_true", help="offline sm_90a counts of the backward candidates, then exit")
+    ap.add_argument("--sweep-bwd", action="store_true", help="every backward candidate, timed and checked")
     ap.add_argument("--naive-repeats", type=int, default=3)
     args = ap.parse_args(argv)
     import kernels.selective_scan.op as op
@@ -344,6 +513,9 @@ def main(argv=None):
     if args.sass:
         sass_report(b, t, c, n, store_states=args.states)
         return
+    if args.sass_bwd:
+        sass_bwd_report(b, t, c, n)
+        return
     warm_gpu()
     inp = make_inputs(b, t, c, n)
     sweep_log = []
@@ -351,6 +523,9 @@ def main(argv=None):
     exp_floor = b * t * c * n / mufu_rate() * 1e3
     if args.sweep_fwd:
         sweep_fwd(inp, mem_floor, exp_floor, sweep_log)
+    if args.sweep_bwd:
+        fn, _ = runner(inp, selective_scan, False)
+        sweep_bwd(inp, bench(fn, rep_ms=100), sweep_log)
     if args.sweep:
         print("best launch configuration:", sweep(inp, sweep_log), flush=True)
     rows = []

@@ -38,6 +38,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .._triton import without_coalesce
+
 LOG2E = 1.4426950408889634
 
 
@@ -461,3 +463,507 @@ def selective_scan_bwd_kernel(
         tl.store(dD_part_ptr + b * CH + offs_c, dD, mask=cmask)
     if STORE_DINIT:
         tl.store(dinit_ptr + b * CH * N + cn_offs, carry, mask=cn_mask)
+
+
+@without_coalesce  # (kernels/_triton.py: minutes of compile time, no change to the code)
+@triton.jit
+def selective_scan_bwd_split_kernel(
+    u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, states_ptr, dy_ptr, dfinal_ptr,
+    du_ptr, ddl_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dinit_ptr,
+    T, CH, N: tl.constexpr, ntiles, plane_g, plane_c,
+    s_u_b, s_u_t: tl.constexpr, s_u_c,
+    s_d_b, s_d_t: tl.constexpr, s_d_c,
+    s_B_b, s_B_t: tl.constexpr, s_B_n,
+    s_C_b, s_C_t: tl.constexpr, s_C_n,
+    s_dy_b, s_dy_t: tl.constexpr, s_dy_c,
+    s_du_b, s_du_t: tl.constexpr, s_du_c,
+    s_dd_b, s_dd_t: tl.constexpr, s_dd_c,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr, CT: tl.constexpr,
+    PAIRS: tl.constexpr, EVEN_C: tl.constexpr, RECOMPUTE_A: tl.constexpr, PREFETCH: tl.constexpr,
+    RS_G: tl.constexpr, RS_C: tl.constexpr, ASM: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr,
+):
+    """The backward in the lane layout of the split forward, token by token: every lane owns NS =
+    BLOCK_N / NG states of CT channels (CT * NS values of h, and of the gradient state, in its
+    registers), so that both sums of the backward are mostly in-thread:
+
+    - over a channel's states (du_t, ddelta_t): NS in-thread, then log2(NG) shuffle rounds;
+    - over channels (dB_t, dC_t, shared by all channels): CT in-thread, then log2(32 / NG)
+      shuffle rounds over the lanes of a warp, across warps (num_warps > 1) through shared
+      memory; each program writes its partial sum (deterministic), the launcher adds them.
+
+    The time axis is walked in reverse, one tile of BLOCK_T tokens at a time. Per tile: the
+    forward is recomputed token by token from the state entering the tile (stored by the forward,
+    every BLOCK_T tokens), keeping h_t of every token of the tile in registers (and a_t, unless
+    RECOMPUTE_A: then the backward recomputes the decay instead, one more exp2 per value and
+    BLOCK_T * CT * NS fewer registers); then the tokens in reverse:
+
+        g_t = C_t dy_t + a_{t+1} g_{t+1}       (the carry: a_{t+1} g_{t+1}, from the token after)
+        a_t h_{t-1} = h_t - delta_t u_t B_t      du_t = delta_t sum_n g_t B_t + D dy_t
+        ddelta_t = u_t sum_n g_t B_t + sum_n A g_t a_t h_{t-1}
+        dA += g_t delta_t a_t h_{t-1}      dB_t = sum_c g_t delta_t u_t      dC_t = sum_c dy_t h_t
+
+    PREFETCH: the next tile's inputs are loaded before the current tile computes (twice the
+    input registers).
+
+    RS_G / RS_C: the sums over lanes as reduce-scatters (`_reduce_scatter`) instead of
+    all-reduces: a lane's V values over L lanes in log2(L) rounds of halving exchanges, V / 2 +
+    V / 4 + ... shuffles instead of V log2(L), each lane left with V / L of the sums (and one
+    store per token instead of one per value). RS_G: du and ddelta (2 CT values per lane over the
+    NG lanes of a channel; du and ddelta are the two planes of one buffer, plane_g elements
+    apart); RS_C: dB and dC (2 NS values over the CW lanes of a group, one warp per program;
+    planes plane_c apart). ASM: the shuffles as PTX shfl.sync (GPU); else tl.gather (Triton's
+    interpreter). A sequence whose length is not a multiple of BLOCK_T has its last tile
+    (the first one walked) masked: tokens past T read delta = 0 (decay 1) and dy = 0, so the
+    carry passes through them unchanged.
+
+    Lanes: (warp, group, lane-channel), lane-channel fastest, as in the split forward; channel j
+    of a lane is pid * BLOCK_C + warp * CW * CT + j * CW + lane-channel (CW = 32 / NG). Grid
+    (cdiv(CH, BLOCK_C), batch). dB/dC partials fp32 (cdiv(CH, BLOCK_C), batch, T, N); dA
+    partial fp32 (batch, CH, N); dD partial fp32 (batch, CH); dinit fp32 (batch, CH, N); states
+    fp32 (batch, ntiles, CH, N). B, C as uint32 pairs of bf16 states with PAIRS (see the
+    forward)."""
+    NS: tl.constexpr = BLOCK_N // NG
+    CW: tl.constexpr = 32 // NG
+    NW: tl.constexpr = BLOCK_C // (CW * CT)
+    W: tl.constexpr = 32 * NW
+    pid_c = tl.program_id(0)
+    b = tl.program_id(1)
+    lane = tl.arange(0, W)
+    g = (lane // CW) % NG
+    c0 = pid_c * BLOCK_C + (lane // 32) * (CW * CT) + lane % CW
+    offs_n = ()
+    nmask = ()
+    for s in tl.static_range(NS):
+        offs_n = offs_n + (g * NS + s,)
+        nmask = nmask + (g * NS + s < N,)
+    # per channel j: its (W,) channel ids, masks, rows of u / delta / dy, the (W,) rows of A
+    offs_c = ()
+    cmask = ()
+    A2 = ()
+    Dw = ()
+    u_rows = ()
+    dl_rows = ()
+    dy_rows = ()
+    for j in tl.static_range(CT):
+        c = c0 + j * CW
+        offs_c = offs_c + (c,)
+        cm = c < CH
+        cmask = cmask + (cm,)
+        aj = ()
+        for s in tl.static_range(NS):
+            aj = aj + (tl.load(A_ptr + c * N + offs_n[s], mask=cm & nmask[s], other=0.0),)
+        A2 = A2 + (aj,)
+        if HAS_D:  # on the first lane of each channel only: the sum over lanes adds it once
+            Dw = Dw + (tl.load(D_ptr + c, mask=cm & (g == 0), other=0.0),)
+        u_rows = u_rows + (u_ptr + b * s_u_b + c * s_u_c,)
+        dl_rows = dl_rows + (dl_ptr + b * s_d_b + c * s_d_c,)
+        dy_rows = dy_rows + (dy_ptr + b * s_dy_b + c * s_dy_c,)
+    cm_in = None if EVEN_C else cmask
+    nm_in = None
+    B_rows = ()
+    C_rows = ()
+    if PAIRS:  # NS / 2 uint32 pairs of states per lane
+        B32 = B_ptr.to(tl.pointer_type(tl.uint32)) + (b * s_B_b) // 2
+        C32 = C_ptr.to(tl.pointer_type(tl.uint32)) + (b * s_C_b) // 2
+        pm = ()
+        for p in tl.static_range(NS // 2):
+            B_rows = B_rows + (B32 + g * (NS // 2) + p,)
+            C_rows = C_rows + (C32 + g * (NS // 2) + p,)
+            pm = pm + (g * (NS // 2) + p < N // 2,)
+        if N != BLOCK_N:
+            nm_in = pm
+        sB_t: tl.constexpr = s_B_t // 2
+        sC_t: tl.constexpr = s_C_t // 2
+    else:
+        for s in tl.static_range(NS):
+            B_rows = B_rows + (B_ptr + b * s_B_b + offs_n[s] * s_B_n,)
+            C_rows = C_rows + (C_ptr + b * s_C_b + offs_n[s] * s_C_n,)
+        if N != BLOCK_N:
+            nm_in = nmask
+        sB_t: tl.constexpr = s_B_t
+        sC_t: tl.constexpr = s_C_t
+    rows = (u_rows, dl_rows, dy_rows, B_rows, C_rows)
+    strides = (s_u_t, s_d_t, s_dy_t, sB_t, sC_t)
+    # the outputs: du, ddelta in the layout of the sums over a channel's lanes, (NG, NW, CW)
+    oc = (pid_c * BLOCK_C + tl.arange(0, NW)[None, :, None] * (CW * CT) + tl.arange(0, CW)[None, None, :]
+          + 0 * tl.arange(0, NG)[:, None, None])
+    du_rows = ()
+    dd_rows = ()
+    o_mask = ()
+    for j in tl.static_range(CT):
+        du_rows = du_rows + (du_ptr + b * s_du_b + (oc + j * CW) * s_du_c,)
+        dd_rows = dd_rows + (ddl_ptr + b * s_dd_b + (oc + j * CW) * s_dd_c,)
+        o_mask = o_mask + (oc + j * CW < CH,)
+    o_mask = None if EVEN_C else o_mask
+    # dB, dC partials: the sums over the program's channels, (NG,) per state: n = group * NS + s
+    gn = tl.arange(0, NG) * NS
+    part_row = dB_part_ptr + (pid_c * tl.num_programs(1) + b) * T * N
+    partC_row = dC_part_ptr + (pid_c * tl.num_programs(1) + b) * T * N
+    outs = (du_rows, dd_rows, part_row, partC_row, gn)
+    # reduce-scatter stores: lane (group g, lane-channel cw) keeps the sums of values
+    # g * VG + m (RS_G: du of channel v < CT, else ddelta of channel v - CT) and cw * VC + m
+    # (RS_C: dB of state v < NS, else dC of state v - NS)
+    VG: tl.constexpr = 2 * CT // NG if RS_G else 1
+    VC: tl.constexpr = 2 * NS // CW if RS_C else 1
+    rs_g = ()
+    rs_c = ()
+    cw = lane % CW
+    for m in tl.static_range(VG):
+        v = g * VG + m
+        c = c0 + (v % CT) * CW
+        rs_g = rs_g + ((du_ptr + tl.where(v < CT, 0, plane_g) + b * s_du_b + c * s_du_c, c < CH),)
+    for m in tl.static_range(VC):
+        v = cw * VC + m
+        n = g * NS + v % NS
+        rs_c = rs_c + ((part_row + tl.where(v < NS, 0, plane_c) + n, n < N),)
+    rs = (lane, rs_g, rs_c)
+    st_rows = ()
+    for j in tl.static_range(CT):
+        sj = ()
+        for s in tl.static_range(NS):
+            sj = sj + (states_ptr + b * ntiles * CH * N + offs_c[j] * N + offs_n[s],)
+        st_rows = st_rows + (sj,)
+    cn_mask = ()
+    for j in tl.static_range(CT):
+        mj = ()
+        for s in tl.static_range(NS):
+            mj = mj + (cmask[j] & nmask[s],)
+        cn_mask = cn_mask + (mj,)
+
+    carry = ()
+    dA = ()
+    dD = ()
+    for j in tl.static_range(CT):
+        cj = ()
+        zj = ()
+        for s in tl.static_range(NS):
+            if HAS_DFINAL:
+                cj = cj + (tl.load(dfinal_ptr + b * CH * N + offs_c[j] * N + offs_n[s], mask=cn_mask[j][s], other=0.0),)
+            else:
+                cj = cj + (tl.zeros((W,), dtype=tl.float32),)
+            zj = zj + (tl.zeros((W,), dtype=tl.float32),)
+        carry = carry + (cj,)
+        dA = dA + (zj,)
+        dD = dD + (tl.zeros((W,), dtype=tl.float32),)
+
+    nfull = T // BLOCK_T
+    # the last tile if it is partial (0 or 1 iterations), masked
+    for k in range(nfull, ntiles):
+        inp = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True)
+        s_in = _bwd_split_states(st_rows, k * CH * N, cn_mask)
+        carry, dA, dD, out = _bwd_split_tile(inp, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T, NG, PAIRS, RECOMPUTE_A,
+                                             HAS_D, RS_G, RS_C, ASM)
+        _bwd_split_store(out, k * BLOCK_T, T, N, outs, rs, o_mask, s_du_t, s_dd_t, BLOCK_T, True, RS_G, RS_C)
+    # the full tiles, last to first
+    if PREFETCH:  # (masked: nfull may be 0; the loop reads tiles >= 0 only)
+        cur = _bwd_split_load((nfull - 1) * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True)
+        s_cur = _bwd_split_states(st_rows, tl.maximum(nfull - 1, 0) * CH * N, cn_mask)
+    for i in range(nfull):
+        k = nfull - 1 - i
+        if PREFETCH:
+            kn = tl.maximum(k - 1, 0)
+            nxt = _bwd_split_load(kn * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False)
+            s_nxt = _bwd_split_states(st_rows, kn * CH * N, cn_mask)
+        else:
+            cur = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False)
+            s_cur = _bwd_split_states(st_rows, k * CH * N, cn_mask)
+        carry, dA, dD, out = _bwd_split_tile(cur, s_cur, carry, dA, dD, A2, Dw, rs, BLOCK_T, NG, PAIRS, RECOMPUTE_A,
+                                             HAS_D, RS_G, RS_C, ASM)
+        _bwd_split_store(out, k * BLOCK_T, T, N, outs, rs, o_mask, s_du_t, s_dd_t, BLOCK_T, False, RS_G, RS_C)
+        if PREFETCH:
+            cur = nxt
+            s_cur = s_nxt
+    for j in tl.static_range(CT):
+        for s in tl.static_range(NS):
+            tl.store(dA_part_ptr + b * CH * N + offs_c[j] * N + offs_n[s], dA[j][s], mask=cn_mask[j][s])
+            if STORE_DINIT:
+                tl.store(dinit_ptr + b * CH * N + offs_c[j] * N + offs_n[s], carry[j][s], mask=cn_mask[j][s])
+        if HAS_D:
+            tl.store(dD_part_ptr + b * CH + offs_c[j], dD[j], mask=cmask[j] & (g == 0))
+
+
+@triton.jit
+def _bwd_split_states(st_rows, off, cn_mask):
+    """The state entering a tile (off: its offset in `states`), as st_rows: (channel, state)."""
+    out = ()
+    for j in tl.static_range(len(st_rows)):
+        sj = ()
+        for s in tl.static_range(len(st_rows[j])):
+            sj = sj + (tl.load(st_rows[j][s] + off, mask=cn_mask[j][s], other=0.0),)
+        out = out + (sj,)
+    return out
+
+
+@triton.jit
+def _bwd_split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr):
+    """(u, delta, dy, B, C) of tokens t0 .. t0 + BLOCK_T - 1, in their dtype: us[i][j] etc. per
+    token i and channel j of the lane, Bs[i][p] per state (PAIRS: per uint32 pair of states).
+    MASK_T: tokens outside [0, T) read 0. cmask / nmask: tuples over channels / states, or None."""
+    u_rows, dl_rows, dy_rows, B_rows, C_rows = rows
+    s_u_t, s_d_t, s_dy_t, s_B_t, s_C_t = strides
+    us = ()
+    dls = ()
+    dys = ()
+    Bs = ()
+    Cs = ()
+    for i in tl.static_range(BLOCK_T):
+        inside = None
+        if MASK_T:
+            inside = (t0 + i < T) & (t0 + i >= 0)
+        ui = ()
+        di = ()
+        yi = ()
+        for j in tl.static_range(len(u_rows)):
+            cm = None if cmask is None else cmask[j]
+            if MASK_T:
+                cm = inside if cm is None else cm & inside
+            ui = ui + (_load0(u_rows[j] + t0 * s_u_t + i * s_u_t, cm),)
+            di = di + (_load0(dl_rows[j] + t0 * s_d_t + i * s_d_t, cm),)
+            yi = yi + (_load0(dy_rows[j] + t0 * s_dy_t + i * s_dy_t, cm),)
+        Bi = ()
+        Ci = ()
+        for p in tl.static_range(len(B_rows)):
+            nm = None if nmask is None else nmask[p]
+            if MASK_T:
+                nm = inside if nm is None else nm & inside
+            Bi = Bi + (_load0(B_rows[p] + t0 * s_B_t + i * s_B_t, nm),)
+            Ci = Ci + (_load0(C_rows[p] + t0 * s_C_t + i * s_C_t, nm),)
+        us = us + (ui,)
+        dls = dls + (di,)
+        dys = dys + (yi,)
+        Bs = Bs + (Bi,)
+        Cs = Cs + (Ci,)
+    return us, dls, dys, Bs, Cs
+
+
+@triton.jit
+def _states_f32(x, PAIRS: tl.constexpr):
+    """A lane's B_t or C_t entries as a tuple of (W,) fp32 vectors, one per state (PAIRS: from
+    uint32 pairs of bf16, the even state in the low half)."""
+    out = ()
+    for p in tl.static_range(len(x)):
+        if PAIRS:
+            out = out + ((x[p] << 16).to(tl.float32, bitcast=True), (x[p] & 0xFFFF0000).to(tl.float32, bitcast=True))
+        else:
+            out = out + (_to_f32(x[p]),)
+    return out
+
+
+@triton.jit
+def _group_sum(x, NG: tl.constexpr):
+    """(W,) per-lane values -> the sum over each channel's NG lanes, (NG, NW, CW), the same for
+    every group (as the split forward's y)."""
+    NW: tl.constexpr = x.shape[0] // 32
+    CW: tl.constexpr = 32 // NG
+    y = tl.permute(tl.reshape(x, (NW, NG, CW)), (1, 0, 2))
+    return tl.broadcast_to(tl.sum(y, axis=0, keep_dims=True), (NG, NW, CW))
+
+
+@triton.jit
+def _channel_sum(x, NG: tl.constexpr):
+    """(W,) per-lane values -> the sum over the program's channels per group, (NG,)."""
+    NW: tl.constexpr = x.shape[0] // 32
+    CW: tl.constexpr = 32 // NG
+    return tl.sum(tl.sum(tl.reshape(x, (NW, NG, CW)), axis=2), axis=0)
+
+
+@triton.jit
+def _xor_lane(x, lane, d: tl.constexpr, ASM: tl.constexpr):
+    """(W,) fp32 x of lane (lane ^ d) of the same warp (d < 32)."""
+    if ASM:
+        src = ((lane % 32) ^ d).to(tl.int32)
+        return _shfl_idx(x.to(tl.uint32, bitcast=True), src).to(tl.float32, bitcast=True)
+    else:
+        return tl.gather(x, lane ^ d, 0)
+
+
+@triton.jit
+def _rs_round(vals, lane, d: tl.constexpr, ASM: tl.constexpr):
+    """One halving exchange: lanes lane and lane ^ d pair value k with value k + V / 2; the lane
+    whose bit d is set keeps the upper half (adding its partner's copy), the other the lower."""
+    half: tl.constexpr = len(vals) // 2
+    up = (lane & d) != 0
+    out = ()
+    for k in tl.static_range(half):
+        keep = tl.where(up, vals[k + half], vals[k])
+        send = tl.where(up, vals[k], vals[k + half])
+        out = out + (keep + _xor_lane(send, lane, d, ASM),)
+    return out
+
+
+@triton.jit
+def _reduce_scatter(vals, lane, D0: tl.constexpr, L: tl.constexpr, ASM: tl.constexpr):
+    """vals: a tuple of V (W,) vectors, V a multiple of L (both powers of 2). Sums every value
+    over the L lanes lane ^ (D0 * i), i < L, and returns this lane's V / L of the sums: value
+    r * V / L + m (m < V / L), r = (lane // D0) % L."""
+    if L >= 32:
+        vals = _rs_round(vals, lane, D0 * 16, ASM)
+    if L >= 16:
+        vals = _rs_round(vals, lane, D0 * 8, ASM)
+    if L >= 8:
+        vals = _rs_round(vals, lane, D0 * 4, ASM)
+    if L >= 4:
+        vals = _rs_round(vals, lane, D0 * 2, ASM)
+    if L >= 2:
+        vals = _rs_round(vals, lane, D0, ASM)
+    return vals
+
+
+@triton.jit
+def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constexpr, NG: tl.constexpr,
+                    PAIRS: tl.constexpr, RECOMPUTE_A: tl.constexpr, HAS_D: tl.constexpr, RS_G: tl.constexpr,
+                    RS_C: tl.constexpr, ASM: tl.constexpr):
+    """One tile of `selective_scan_bwd_split_kernel` (no loads, no stores): the forward
+    recomputed from s_in, then the tokens in reverse. Returns the carry, dA, dD and what
+    `_bwd_split_store` writes: du, ddelta per (token, channel), dB, dC per (token, state). (Storing
+    each token's results as soon as they are summed, inside the reverse walk, made ptxas spill:
+    346 bytes at the default launch, sm_90a, against none.)"""
+    us, dls, dys, Bs, Cs = inputs
+    CT: tl.constexpr = len(A2)
+    NS: tl.constexpr = len(A2[0])
+    A2h = ()
+    for j in tl.static_range(CT):
+        aj = ()
+        for s in tl.static_range(NS):
+            aj = aj + (A2[j][s] * 0.5,)
+        A2h = A2h + (aj,)
+    h = s_in
+    hs = ()  # h_t after every token of the tile
+    decays = ()
+    for i in tl.static_range(BLOCK_T):
+        Bf = _states_f32(Bs[i], PAIRS)
+        hn = ()
+        ai = ()
+        for j in tl.static_range(CT):
+            dl = _to_f32(dls[i][j])
+            dlu = dl * _to_f32(us[i][j])
+            hj = ()
+            aj = ()
+            for s in tl.static_range(NS):
+                a = tl.exp2(dl * A2[j][s])
+                hj = hj + (tl.fma(a, h[j][s], Bf[s] * dlu),)
+                aj = aj + (a,)
+            hn = hn + (hj,)
+            ai = ai + (aj,)
+        h = hn
+        hs = hs + (h,)
+        decays = decays + (ai,)
+    dus = ()
+    ddls = ()
+    dBs = ()
+    dCs = ()
+    for r in tl.static_range(BLOCK_T - 1, -1, -1):  # the tokens in reverse
+        Bf = _states_f32(Bs[r], PAIRS)
+        Cf = _states_f32(Cs[r], PAIRS)
+        dBp = ()
+        dCp = ()
+        for _s in tl.static_range(NS):
+            dBp = dBp + (tl.zeros_like(Bf[0]),)
+            dCp = dCp + (tl.zeros_like(Bf[0]),)
+        du_i = ()
+        dd_i = ()
+        carry_n = ()
+        dA_n = ()
+        dD_n = ()
+        for j in tl.static_range(CT):
+            dl = _to_f32(dls[r][j])
+            u = _to_f32(us[r][j])
+            dy = _to_f32(dys[r][j])
+            dlu = dl * u
+            dl2 = dl + dl
+            sB = tl.zeros_like(dl)
+            sA = tl.zeros_like(dl)
+            cj = ()
+            aj = ()
+            dBq = ()
+            dCq = ()
+            for s in tl.static_range(NS):
+                gs = tl.fma(Cf[s], dy, carry[j][s])
+                if RECOMPUTE_A:  # (2 delta) (A2 / 2): the same value, not merged with the forward's by CSE
+                    a = tl.exp2(dl2 * A2h[j][s])
+                else:
+                    a = decays[r][j][s]
+                hi = hs[r][j][s]
+                ah = tl.fma(-Bf[s], dlu, hi)  # a_t h_{t-1} = h_t - delta_t u_t B_t
+                gah = gs * ah
+                sB = tl.fma(gs, Bf[s], sB)
+                sA = tl.fma(gah, A2[j][s], sA)
+                aj = aj + (tl.fma(gah, dl, dA[j][s]),)
+                dBq = dBq + (tl.fma(gs, dlu, dBp[s]),)
+                dCq = dCq + (tl.fma(hi, dy, dCp[s]),)
+                cj = cj + (a * gs,)
+            dBp = dBq
+            dCp = dCq
+            carry_n = carry_n + (cj,)
+            dA_n = dA_n + (aj,)
+            pdu = sB * dl
+            if HAS_D:
+                pdu = tl.fma(Dw[j], dy, pdu)
+                dD_n = dD_n + (tl.fma(dy, u, dD[j]),)
+            pdd = tl.fma(sA, 0.6931471805599453, sB * u)  # A = A2 ln 2
+            if RS_G:
+                du_i = du_i + (pdu,)
+                dd_i = dd_i + (pdd,)
+            else:
+                du_i = du_i + (_group_sum(pdu, NG),)
+                dd_i = dd_i + (_group_sum(pdd, NG),)
+        carry = carry_n
+        dA = dA_n
+        if HAS_D:
+            dD = dD_n
+        lane = rs[0]
+        if RS_G:  # du_i: the sums this lane keeps; dd_i unused
+            du_i = _reduce_scatter(du_i + dd_i, lane, 32 // NG, NG, ASM)
+        dBi = ()
+        dCi = ()
+        if RS_C:
+            dBi = _reduce_scatter(dBp + dCp, lane, 1, 32 // NG, ASM)
+        else:
+            for s in tl.static_range(NS):
+                dBi = dBi + (_channel_sum(dBp[s], NG),)
+                dCi = dCi + (_channel_sum(dCp[s], NG),)
+        dus = (du_i,) + dus
+        ddls = (dd_i,) + ddls
+        dBs = (dBi,) + dBs
+        dCs = (dCi,) + dCs
+    return carry, dA, dD, (dus, ddls, dBs, dCs)
+
+
+@triton.jit
+def _bwd_split_store(out, t0, T, N: tl.constexpr, outs, rs, o_mask, s_du_t: tl.constexpr, s_dd_t: tl.constexpr,
+                     BLOCK_T: tl.constexpr, MASK_T: tl.constexpr, RS_G: tl.constexpr, RS_C: tl.constexpr):
+    """The stores of one `_bwd_split_tile` (tokens t0 .. t0 + BLOCK_T - 1): du and ddelta per
+    channel of the lane, the program's partial sums of dB and dC per state."""
+    dus, ddls, dBs, dCs = out
+    du_rows, dd_rows, dB_row, dC_row, gn = outs
+    for i in tl.static_range(BLOCK_T):
+        inside = None
+        if MASK_T:
+            inside = t0 + i < T
+        if RS_G:
+            for m in tl.static_range(len(rs[1])):
+                ptr, mk = rs[1][m]
+                if MASK_T:
+                    mk = mk & inside
+                tl.store(ptr + (t0 + i) * s_du_t, dus[i][m].to(du_rows[0].dtype.element_ty), mask=mk)
+        else:
+            for j in tl.static_range(len(du_rows)):
+                m = None if o_mask is None else o_mask[j]
+                if MASK_T:
+                    m = inside if m is None else m & inside
+                tl.store(du_rows[j] + (t0 + i) * s_du_t, dus[i][j].to(du_rows[j].dtype.element_ty), mask=m)
+                tl.store(dd_rows[j] + (t0 + i) * s_dd_t, ddls[i][j].to(dd_rows[j].dtype.element_ty), mask=m)
+        if RS_C:
+            for m in tl.static_range(len(rs[2])):
+                ptr, mk = rs[2][m]
+                if MASK_T:
+                    mk = mk & inside
+                tl.store(ptr + (t0 + i) * N, dBs[i][m], mask=mk)
+        else:
+            for s in tl.static_range(len(dBs[i])):
+                m = gn + s < N
+                if MASK_T:
+                    m = m & inside
+                tl.store(dB_row + (t0 + i) * N + gn + s, dBs[i][s], mask=m)
+                tl.store(dC_row + (t0 + i) * N + gn + s, dCs[i][s], mask=m)

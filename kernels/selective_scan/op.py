@@ -25,7 +25,12 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
-from .kernel import LOG2E, selective_scan_bwd_kernel, selective_scan_fwd_split_kernel
+from .kernel import (
+    LOG2E,
+    selective_scan_bwd_kernel,
+    selective_scan_bwd_split_kernel,
+    selective_scan_fwd_split_kernel,
+)
 from .sweep_kernels import (
     selective_scan_fwd_kernel,
     selective_scan_fwd_seq_kernel,
@@ -57,7 +62,16 @@ CONFIG = {
     "fwd_split": {"BLOCK_T": 16, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2,
                   "shfl_ud": True},
     "fwd_split_train": {"BLOCK_T": 8, "NG": 4, "num_warps": 1, "pairs": True, "bc_fp32": False, "NBUF": 2},
-    "bwd": {"BLOCK_T": 8, "BLOCK_C": 16, "num_warps": 2},
+    # backward, layout "split" (`selective_scan_bwd_split_kernel`): the split forward's lanes, NG
+    # per channel with N / NG states each, CT channels per lane (32 / NG * CT * num_warps channels
+    # per program), time walked in reverse in tiles of BLOCK_T tokens (also the tile of the
+    # states the forward stores); recompute_a: the backward recomputes the decays instead of
+    # keeping them in registers; prefetch: the next tile's inputs load while a tile computes.
+    # Layout "tile" (`selective_scan_bwd_kernel`, the first round's): (BLOCK_T, BLOCK_C, N)
+    # tiles solved by associative scans, launched with BLOCK_C and tile_warps. rs: the split
+    # kernel's sums over lanes as reduce-scatters (where its shapes allow, see the kernel).
+    "bwd": {"layout": "split", "BLOCK_T": 8, "NG": 4, "CT": 2, "num_warps": 1, "pairs": True, "recompute_a": True,
+            "prefetch": True, "rs": True, "BLOCK_C": 16, "tile_warps": 2},
 }
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
@@ -175,40 +189,66 @@ class SelectiveScan(torch.autograd.Function):
     def backward(ctx, dy, dfinal):
         u, delta, A2, B, C, D32, states = ctx.saved_tensors
         A_dtype, D_dtype, init_dtype, block_t = ctx.meta
-        b, t, ch = u.shape
-        n = A2.shape[1]
-        cfg = CONFIG["bwd"]
-        assert cfg["BLOCK_T"] == block_t, "CONFIG['bwd']['BLOCK_T'] changed between forward and backward"
-        ntiles = states.shape[1]
-        block_c = min(cfg["BLOCK_C"], _pow2(ch))
-        ncb = triton.cdiv(ch, block_c)
+        assert CONFIG["bwd"]["BLOCK_T"] == block_t, "CONFIG['bwd']['BLOCK_T'] changed between forward and backward"
         dy = dy if dy is not None else torch.zeros_like(u)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
-        du = _empty(*u.shape, like=u)
-        ddelta = _empty(*delta.shape, like=delta)
-        dB_part = _empty(ncb, b, t, n, like=u, dtype=torch.float32)
-        dC_part = _empty(ncb, b, t, n, like=u, dtype=torch.float32)
-        dA_part = _empty(b, ch, n, like=u, dtype=torch.float32)
-        dD_part = _empty(b, ch, like=u, dtype=torch.float32) if D32 is not None else dA_part
-        need_dinit = init_dtype is not None
-        dinit = _empty(b, ch, n, like=u, dtype=torch.float32) if need_dinit else dA_part
-        selective_scan_bwd_kernel[(ncb, b)](
-            u, delta, A2, B, C, D32 if D32 is not None else A2, states, dy,
-            dfinal if dfinal is not None else dA_part,
-            du, ddelta, dB_part, dC_part, dA_part, dD_part, dinit,
-            t, ch, n, ntiles,
-            *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(),
-            *du.stride(), *ddelta.stride(),
-            BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=_pow2(n),
-            HAS_D=D32 is not None, HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit,
-            num_warps=cfg["num_warps"],
-        )
-        dA = dA_part.sum(0).to(A_dtype)
-        dD = dD_part.sum(0).to(D_dtype) if D32 is not None else None
+        du, ddelta, dA, dB, dC, dD, dinit = _backward(u, delta, A2, B, C, D32, states, dy, dfinal,
+                                                      init_dtype is not None, block_t)
         return (
-            du, ddelta, dA, dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype), dD,
-            dinit.to(init_dtype) if need_dinit else None,
+            du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), dD.to(D_dtype) if dD is not None else None,
+            dinit.to(init_dtype) if dinit is not None else None,
         )
+
+
+def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, block_t: int, config=None, launch=None):
+    """The backward kernel of CONFIG["bwd"]["layout"] and the sums of its partials: (du, ddelta,
+    dA, dB, dC, dD or None, dinit or None), dA..dinit in fp32. config / launch as in _forward."""
+    cfg = (CONFIG if config is None else config)["bwd"]
+    launch = launch or (lambda kernel, grid: kernel[grid])
+    b, t, ch = u.shape
+    n = A2.shape[1]
+    ntiles = states.shape[1]
+    block_n = _pow2(n)
+    split = cfg.get("layout", "split") == "split"
+    if split:
+        ng = min(cfg["NG"], block_n)
+        assert ng in (1, 2, 4, 8, 16, 32), f"bwd NG must be a power of 2 <= 32, got {ng}"
+        block_c = 32 // ng * cfg["CT"] * cfg["num_warps"]
+    else:
+        block_c = min(cfg["BLOCK_C"], _pow2(ch))
+    ncb = triton.cdiv(ch, block_c)
+    # du and ddelta as the two planes of one buffer, dB and dC's partials too: the split kernel's
+    # reduce-scatters store both of a pair through one pointer (the plane's offset selected per lane)
+    if u.dtype == delta.dtype:
+        du, ddelta = _empty(2, *u.shape, like=u).unbind(0)
+    else:
+        du, ddelta = _empty(*u.shape, like=u), _empty(*delta.shape, like=delta)
+    dB_part, dC_part = _empty(2, ncb, b, t, n, like=u, dtype=torch.float32).unbind(0)
+    dA_part = _empty(b, ch, n, like=u, dtype=torch.float32)
+    dD_part = _empty(b, ch, like=u, dtype=torch.float32) if D32 is not None else dA_part
+    dinit = _empty(b, ch, n, like=u, dtype=torch.float32) if need_dinit else dA_part
+    args = (
+        u, delta, A2, B, C, D32 if D32 is not None else A2, states, dy, dfinal if dfinal is not None else dA_part,
+        du, ddelta, dB_part, dC_part, dA_part, dD_part, dinit,
+        t, ch, n, ntiles, b * t * ch, ncb * b * t * n,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(), *du.stride(), *ddelta.stride(),
+    )
+    flags = dict(BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=block_n, HAS_D=D32 is not None,
+                 HAS_DFINAL=dfinal is not None, STORE_DINIT=need_dinit)
+    if split:
+        pairs = cfg.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
+        rs = cfg.get("rs", True)
+        rs_g = rs and u.dtype == delta.dtype and 2 * cfg["CT"] >= ng
+        rs_c = rs and cfg["num_warps"] == 1 and 2 * (block_n // ng) >= 32 // ng
+        launch(selective_scan_bwd_split_kernel, (ncb, b))(
+            *args, NG=ng, CT=cfg["CT"], PAIRS=pairs, EVEN_C=ch % block_c == 0,
+            RECOMPUTE_A=cfg.get("recompute_a", True), PREFETCH=cfg.get("prefetch", True),
+            RS_G=rs_g, RS_C=rs_c, ASM=not _INTERPRET, **flags, num_warps=cfg["num_warps"],
+        )
+    else:
+        launch(selective_scan_bwd_kernel, (ncb, b))(*args[:20], *args[22:], **flags, num_warps=cfg.get("tile_warps", 2))
+    return (du, ddelta, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0),
+            dD_part.sum(0) if D32 is not None else None, dinit if need_dinit else None)
 
 
 def selective_scan(

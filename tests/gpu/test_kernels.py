@@ -274,6 +274,51 @@ def test_selective_scan_forward_layouts(layout, monkeypatch):
             check(f"ss layout {layout} d{k}", go, gr, dtype)
 
 
+# the backward kernels: "split" (BLOCK_T, NG, CT, num_warps, recompute_a, prefetch[, rs]) and the first
+# round's "tile"; the training forward stores states every min(8, BLOCK_T) tokens
+SS_BWD = {
+    "split_default": None,
+    "split_t4_ct4": (4, 4, 4, 1, True, True), "split_t8_ct4": (8, 4, 4, 1, True, True),
+    "split_keep_a_no_prefetch": (8, 4, 2, 1, False, False), "split_ng2_2warps": (4, 2, 2, 2, True, True),
+    "split_ng8_ct1": (2, 8, 1, 1, True, True), "split_ng1": (4, 1, 2, 1, True, True), "split_t16": (16, 4, 1, 1, True, False),
+    "split_all_reduce": (8, 4, 2, 1, True, True, False), "split_ng8_ct4": (8, 8, 4, 1, True, True),
+    "tile": "tile",
+}
+
+
+@pytest.mark.parametrize("shape", [(2, 301, 200, 16), (1, 77, 96, 5), (3, 16, 64, 16)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bwd", list(SS_BWD))
+def test_selective_scan_backward_layouts(bwd, shape, monkeypatch):
+    """Every backward kernel and launch variant gives the reference's gradients (fp32 and bf16,
+    with D, an initial state and a gradient of the final state): odd lengths (a partial last
+    tile), a length that is a multiple of the tile, N = 5 (masked states), channels that are not
+    a multiple of the program's."""
+    import kernels.selective_scan.op as op
+
+    cfg = SS_BWD[bwd]
+    if cfg == "tile":
+        monkeypatch.setitem(op.CONFIG, "bwd", dict(op.CONFIG["bwd"], layout="tile"))
+    elif cfg is not None:
+        keys = ("BLOCK_T", "NG", "CT", "num_warps", "recompute_a", "prefetch", "rs")
+        monkeypatch.setitem(op.CONFIG, "bwd", dict(op.CONFIG["bwd"], layout="split", **dict(zip(keys, cfg))))
+    bt = op.CONFIG["bwd"]["BLOCK_T"]
+    monkeypatch.setitem(op.CONFIG, "fwd_split_train", dict(op.CONFIG["fwd_split_train"], BLOCK_T=min(8, bt)))
+    b, t, c, n = shape
+    gen = torch.Generator(device=DEV).manual_seed(6)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    for dtype in (torch.float32, torch.bfloat16):
+        d = {"u": _leaf(r(b, t, c), dtype), "delta": _leaf(F.softplus(r(b, t, c) - 1.0), dtype),
+             "A": _leaf(-torch.exp(r(c, n) * 0.5)), "B": _leaf(r(b, t, n), dtype), "C": _leaf(r(b, t, n), dtype),
+             "D": _leaf(r(c)), "initial_state": _leaf(r(b, c, n))}
+        y, fin = op.selective_scan(d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], initial_state=d["initial_state"])
+        ref = {k: v.detach().double().requires_grad_() for k, v in d.items()}
+        yr, fr = selective_scan_chunked(ref["u"], ref["delta"], ref["A"], ref["B"], ref["C"], ref["D"],
+                                        initial_state=ref["initial_state"])
+        cot = (torch.randn_like(yr), torch.randn_like(fr))
+        for k, go, gr in zip(d, _grads((y, fin), list(d.values()), cot), _grads((yr, fr), list(ref.values()), cot)):
+            check(f"ss bwd {bwd} {shape} d{k}", go, gr, dtype)
+
+
 # -- HADES's in_proj + router product ----------------------------------------------------------
 
 

@@ -19,8 +19,8 @@ from hades.config import ModelConfig
 from hades.models.mixers import build_mixer
 from kernels.companion_scan import (
     companion_coefficients,
-    companion_scan,
     companion_matrix,
+    companion_scan,
     companion_scan_chunked,
     companion_scan_loop,
     quadratic_roots,
