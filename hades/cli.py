@@ -53,13 +53,15 @@ def _register_plan(sub) -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s per GPU")
     p.add_argument("--train-mfu", type=float, default=None, help="model FLOPs utilisation of training")
     p.add_argument("--eval-mfu", type=float, default=None, help="model FLOPs utilisation of evaluation")
+    p.add_argument("--train-model", action="store_true", default=None,
+                   help="training GPU-hours from the FLOP model only (not the measured step times)")
     p.set_defaults(func=_cmd_plan)
 
 
 def _cmd_plan(args) -> int:
     from hades.plan import run
 
-    names = ("peak_tflops", "train_mfu", "eval_mfu")
+    names = ("peak_tflops", "train_mfu", "eval_mfu", "train_model")
     assumptions = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     print(run(args.config, as_json=args.json, **assumptions))
     return 0

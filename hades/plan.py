@@ -10,6 +10,13 @@ the table, and each can be overridden on the command line.
   ~400M-parameter training reaches on A100s; our SSD and scan kernels are measured against
   mamba_ssm's (docs/design.md "GPU reference numbers"), so this is the planning figure, not a
   promise.
+- Training from measured step times: where MEASURED_TRAIN_TOKENS_PER_S has the experiment's
+  (arch, d_model, n_layer, d_state), its GPU-hours are tokens / that rate instead: the trainer's
+  step timed on one GPU (benchmarks/train_throughput.py, graph mode, batch 8 x 2048, bf16;
+  docs/benchmarks.md section 8), so these are hours of *that* GPU (an H200), for data-parallel
+  training without its communication. The ablations of an arch share its rate (their 16-layer
+  steps are within 7% of it, docs/benchmarks.md section 3). `--train-model` uses the FLOP model
+  for every experiment.
 - Evaluation (lm_eval): forward only, 2 * N FLOPs per token, over the token counts of the nine
   tasks (EVAL_TASK_TOKENS: documents x choices x mean request length, rounded), at MFU 0.05:
   log-likelihood requests are short and padded, the GPU is mostly idle.
@@ -33,6 +40,14 @@ TRAIN_MFU = 0.35
 EVAL_MFU = 0.05
 TOKENIZE_TOKENS_PER_S = 500_000  # HF `tokenizers` (Rust) per core, GPT-NeoX BPE on web text
 
+# (arch, d_model, n_layer, d_state) -> (training tokens/s of one GPU, where it was measured):
+# `python -m benchmarks.train_throughput --layers 48 --mode graph` (docs/benchmarks.md section 8)
+MEASURED_TRAIN_TOKENS_PER_S = {
+    ("hades", 1024, 48, 128): (118_885, "H200, 2026-12-03"),
+    ("mamba2", 1024, 48, 128): (85_344, "H200, 2026-12-03"),
+    ("mamba", 1024, 48, 16): (79_826, "H200, 2026-12-03"),
+}
+
 # tokens scored per task (full test/validation split, every choice): documents x choices x
 # mean tokens per request (context + continuation), rounded up
 EVAL_TASK_TOKENS = {
@@ -53,20 +68,35 @@ def plan(
     peak_tflops: float = PEAK_TFLOPS,
     train_mfu: float = TRAIN_MFU,
     eval_mfu: float = EVAL_MFU,
+    train_model: bool = False,
 ) -> dict:
-    """Stages with job counts, FLOPs, GPU-hours and wall-clock hours per job."""
+    """Stages with job counts, FLOPs, GPU-hours and wall-clock hours per job. train_model: the
+    training GPU-hours from the FLOP model for every experiment (else from
+    MEASURED_TRAIN_TOKENS_PER_S where it has the experiment's shape)."""
     params = {gid: row["params"] for gid, row in count_params(cfg).items()}
     flops_per_gpu_s = peak_tflops * 1e12
     gpus_train = cfg.resources.gpus_per_train_job or 1  # a CPU study is planned as on one GPU
     gpus_eval = cfg.resources.gpus_per_eval_job or 1
     stages = []
 
-    train_flops, train_tokens = 0.0, 0
+    train_flops, train_tokens, gpu_h, per_exp = 0.0, 0, 0.0, {}
     for gid, exp in cfg.experiments.items():
         tokens = exp.train.steps * exp.train.global_batch * exp.train.seq_len
+        flops = 6 * params[gid] * tokens
         train_tokens += tokens
-        train_flops += 6 * params[gid] * tokens
-    gpu_h = train_flops / (flops_per_gpu_s * train_mfu) / 3600
+        train_flops += flops
+        m = exp.model
+        rate = None if train_model else MEASURED_TRAIN_TOKENS_PER_S.get((m.arch, m.d_model, m.n_layer, m.d_state))
+        model_h = flops / (flops_per_gpu_s * train_mfu) / 3600
+        hours = tokens / rate[0] / 3600 if rate else model_h
+        per_exp[gid] = dict(gpu_hours=hours, model_gpu_hours=model_h,
+                            source=f"measured {rate[0]:,} tokens/s ({rate[1]})" if rate else "FLOP model")
+        gpu_h += hours
+    measured = [g for g, e in per_exp.items() if e["source"] != "FLOP model"]
+    assumption = f"6*N*tokens at MFU {train_mfu} of {peak_tflops:g} TFLOP/s"
+    if measured:
+        assumption = (f"{len(measured)} of {len(per_exp)} from measured step times (one H200 each: "
+                      f"{', '.join(measured)}), the rest " + assumption)
     stages.append(
         dict(
             stage="train",
@@ -76,7 +106,8 @@ def plan(
             flops=train_flops,
             gpu_hours=gpu_h,
             wall_hours_per_job=gpu_h / len(cfg.experiments) / gpus_train,
-            assumption=f"6*N*tokens at MFU {train_mfu} of {peak_tflops:g} TFLOP/s",
+            assumption=assumption,
+            per_experiment=per_exp,
         )
     )
 
@@ -185,6 +216,12 @@ def format_plan(p: dict) -> str:
             f"{s['stage']:10s} {s['jobs']:5d} {s['gpus_per_job']:8d} {_fmt(s['tokens']):>10s} "
             f"{_fmt(s['flops']):>10s} {gpu_h:>10s} {_fmt(s['wall_hours_per_job']):>8s}  {s['assumption']}"
         )
+    train = next((s for s in p["stages"] if s["stage"] == "train"), None)
+    if train and any(e["source"] != "FLOP model" for e in train["per_experiment"].values()):
+        lines += ["", "training per experiment (GPU-hours; FLOP model beside the measured ones):"]
+        for gid, e in train["per_experiment"].items():
+            beside = f"  (model {_fmt(e['model_gpu_hours'])})" if e["source"] != "FLOP model" else ""
+            lines.append(f"  {gid:20s} {_fmt(e['gpu_hours']):>10s}  {e['source']}{beside}")
     lines += ["", f"total: {_fmt(p['total_gpu_hours'])} GPU-hours"]
     return "\n".join(lines)
 

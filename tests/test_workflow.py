@@ -303,6 +303,25 @@ def test_hades_plan_estimates_gpu_hours_per_stage():
     # 6*N*tokens, N ~ 2e8..4e8, 200B tokens each: O(1e21) FLOPs for the grid
     assert 1e20 < train["flops"] < 1e22, train
     assert train["gpu_hours"] > stages["lm_eval"]["gpu_hours"] > 0, stages
+    # the archs with a measured step at their paper shape are planned from it, the rest from the
+    # FLOP model; --train-model plans every one from the model
+    from hades.plan import MEASURED_TRAIN_TOKENS_PER_S
+
+    per = train["per_experiment"]
+    tokens = PAPER.experiments["hades"].train
+    tokens = tokens.steps * tokens.global_batch * tokens.seq_len
+    rate = MEASURED_TRAIN_TOKENS_PER_S[("hades", 1024, 48, 128)][0]
+    assert abs(per["hades"]["gpu_hours"] - tokens / rate / 3600) < 1e-6 * per["hades"]["gpu_hours"], per["hades"]
+    assert per["linear_attn"]["source"] == "FLOP model" and per["linear_attn"]["gpu_hours"] == per["linear_attn"]["model_gpu_hours"]
+    assert abs(sum(e["gpu_hours"] for e in per.values()) - train["gpu_hours"]) < 1e-6 * train["gpu_hours"]
+    modelled = subprocess.run(
+        [sys.executable, "-m", "hades.cli", "plan", "config/paper.yaml", "--json", "--train-model"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert modelled.returncode == 0, modelled.stderr
+    m_train = next(s for s in json.loads(modelled.stdout)["stages"] if s["stage"] == "train")
+    assert all(e["source"] == "FLOP model" for e in m_train["per_experiment"].values()), m_train
+    assert abs(m_train["gpu_hours"] - sum(e["model_gpu_hours"] for e in per.values())) < 1e-6 * m_train["gpu_hours"]
 
 
 # --- a finished default run ----------------------------------------------------------------
