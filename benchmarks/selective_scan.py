@@ -284,7 +284,8 @@ def _sass_counts(kernel, pos, named):
         sass = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
     ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
     loops = [(int(m.group(1), 16), a) for a, s in ins if (m := re.search(r"BRA .*?0x([0-9a-f]+)", s)) and int(m.group(1), 16) < a]
-    lo, hi = max(loops, key=lambda x: x[1] - x[0])  # the time loop: the longest backward branch
+    # the time loop: the longest backward branch (a kernel without a loop: all of it)
+    lo, hi = max(loops, key=lambda x: x[1] - x[0]) if loops else (0, float("inf"))
     ops = Counter(re.sub(r"^@!?U?P\w+\s+", "", s).split()[0].split(".")[0] for a, s in ins if lo <= a <= hi)
     spill = re.search(r"(\d+) bytes spill stores", err)
     return ops, int(re.search(r"Used (\d+) registers", err).group(1)), int(spill.group(1)) if spill else "?"

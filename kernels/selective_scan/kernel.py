@@ -1,5 +1,5 @@
 """Triton kernels of Mamba's selective scan (S6) that training and inference run: the default
-forward ("split") and the backward.
+forward ("split") and the two backwards ("split", the default, and "tile").
 
     h_t = exp(delta_t A) * h_{t-1} + delta_t u_t B_t      (per channel c and state n)
     y_t = sum_n C_t[n] h_t[c, n] + D[c] u_t[c]
@@ -10,7 +10,10 @@ inputs load while the previous tiles compute; y_t is the sum of the NG lanes' pa
 (log2(NG) shuffle rounds per token). It stores the state entering every backward tile when
 gradients are needed (STORE_STATES).
 
-Backward, `selective_scan_bwd_kernel`: one program owns a block of channels of one sequence
+Backward, `selective_scan_bwd_split_kernel` (the default, op.CONFIG["bwd"]["layout"] "split"): in
+the split forward's lanes, token by token; its docstring has the algorithm. The first round's
+backward, `selective_scan_bwd_kernel` (layout "tile", 4.6x slower on an H200,
+docs/benchmarks.md section 8): one program owns a block of channels of one sequence
 and walks the time axis in reverse, in tiles of BLOCK_T tokens, carrying the (BLOCK_C, N)
 gradient state in registers. Inside a tile h_t = a_t h_{t-1} + v_t is a first-order linear
 recurrence, which `tl.associative_scan` solves in parallel with the combine
