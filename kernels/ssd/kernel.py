@@ -300,7 +300,6 @@ def ssd_bwd_chunk_kernel(
     Bt = tl.load(B_ptr + b * s_B_b + g * s_B_g + t[:, None] * s_B_t + offs_n[None, :] * s_B_n, mask=ln_mask, other=0.0)
     Ct = tl.load(C_ptr + b * s_C_b + g * s_C_g + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=ln_mask, other=0.0)
 
-    xf = x.to(tl.float32)
     ecs = tl.exp(cs)
     dte = tl.exp(cs_last - cs)  # decay from s to the chunk end
     # Statement order keeps few (L, L) and (L, N) tiles alive at once (register pressure).
@@ -315,10 +314,11 @@ def ssd_bwd_chunk_kernel(
     dCB = (dG * decay).to(x.dtype)
     # the entering and leaving states: s_out = exp(cs_L) s_in + sum_s exp(cs_L - cs_s) u_s B_s^T
     st_off = ((b * nchunks + c) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
-    s_in = tl.load(states_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N)
-    ds_out = tl.load(dstates_ptr + st_off, mask=pn_mask, other=0.0)  # (P, N) dL/d s_out
-    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out * s_in, axis=1), axis=0)
-    s_in = s_in.to(x.dtype)
+    # (P, N) each; s_in in x's dtype at once (what the products read; the end term reads it too),
+    # so that no two fp32 (P, N) tiles are alive together (255 registers at 4 warps)
+    s_in = tl.load(states_ptr + st_off, mask=pn_mask, other=0.0).to(x.dtype)
+    ds_out = tl.load(dstates_ptr + st_off, mask=pn_mask, other=0.0)  # dL/d s_out
+    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out * s_in.to(tl.float32), axis=1), axis=0)
     ds_out = ds_out.to(x.dtype)
     # dC: intra part + exp(cs_t) dy_t s_in; dcs from y_t's entering-state term
     dyw = (dy.to(tl.float32) * ecs[:, None]).to(x.dtype)
@@ -333,7 +333,7 @@ def ssd_bwd_chunk_kernel(
     tl.atomic_add(dB_ptr + bc_off, dB, mask=ln_mask, sem="relaxed")
     dsB = tl.dot(Bt, tl.trans(ds_out), input_precision=DOT_PREC)  # (L, P): ds_out B_s
     du += dte[:, None] * dsB
-    q = dte * dt * tl.sum(xf * dsB, axis=1)
+    q = dte * dt * tl.sum(x.to(tl.float32) * dsB, axis=1)  # (x converted at each use: no fp32 copy kept alive)
     dcs -= q
     dcs += tl.where(offs_l == L - 1, end_term + tl.sum(q, axis=0), 0.0)
 
@@ -342,12 +342,12 @@ def ssd_bwd_chunk_kernel(
         Dh = tl.load(D_ptr + h).to(tl.float32)
         dyf = dy.to(tl.float32)
         dx += Dh * dyf
-        tl.store(dD_part_ptr + h * tl.num_programs(0) + pid_bc, tl.sum(tl.sum(dyf * xf, axis=1), axis=0))
+        tl.store(dD_part_ptr + h * tl.num_programs(0) + pid_bc, tl.sum(tl.sum(dyf * x.to(tl.float32), axis=1), axis=0))
     tl.store(dx_ptr + b * s_dx_b + h * s_dx_h + t[:, None] * s_dx_t + offs_p[None, :] * s_dx_p,
              dx.to(dx_ptr.dtype.element_ty), mask=lp_mask)
     # cs_t = a_1 + ... + a_t and a = dt A: reverse cumulative sum, then the chain rule
     da = tl.cumsum(dcs, axis=0, reverse=True)
-    ddt = tl.sum(xf * du, axis=1) + A * da
+    ddt = tl.sum(x.to(tl.float32) * du, axis=1) + A * da
     tl.store(dA_part_ptr + h * tl.num_programs(0) + pid_bc, tl.sum(dt * da, axis=0))
     if SOFTPLUS:
         ddt = ddt * tl.sigmoid(pre)

@@ -37,7 +37,10 @@ CONFIG = {
     "fwd": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
     "states": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
     "dstate": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
-    "chunk": {"num_warps": 4, "num_stages": 1},
+    # the gradient kernel: 8 warps, no register spills (sm_90a, `--sass` counts in
+    # docs/benchmarks.md section 8; 4 warps spilled 28 bytes, 140 before its fp32 copies of x and
+    # the entering state were dropped)
+    "chunk": {"num_warps": 8, "num_stages": 1},
 }
 
 
