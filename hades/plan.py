@@ -43,8 +43,8 @@ TOKENIZE_TOKENS_PER_S = 500_000  # HF `tokenizers` (Rust) per core, GPT-NeoX BPE
 # (arch, d_model, n_layer, d_state) -> (training tokens/s of one GPU, where it was measured):
 # `python -m benchmarks.train_throughput --layers 48 --mode graph` (docs/benchmarks.md section 8)
 MEASURED_TRAIN_TOKENS_PER_S = {
-    ("hades", 1024, 48, 128): (118_885, "H200, 2026-12-03"),
-    ("mamba2", 1024, 48, 128): (85_344, "H200, 2026-12-03"),
+    ("hades", 1024, 48, 128): (117_662, "H200, 2026-12-03"),
+    ("mamba2", 1024, 48, 128): (84_429, "H200, 2026-12-03"),
     ("mamba", 1024, 48, 16): (79_826, "H200, 2026-12-03"),
 }
 
