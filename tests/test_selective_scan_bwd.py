@@ -16,8 +16,8 @@ run there). Run directly with `TRITON_INTERPRET=1 python tests/test_selective_sc
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
+from _ss_inputs import split_case_inputs
 
 # name, (batch, seqlen, channels, dstate), dtype, CONFIG["bwd"] (BLOCK_T, NG, CT, num_warps), options
 BWD_CASES = [
@@ -63,18 +63,8 @@ def _bwd_checks() -> list[dict]:
                                     prefetch=opt.get("prefetch", True), rs=opt.get("rs", True), BLOCK_C=16,
                                     tile_warps=2)
             dtype = getattr(torch, dt)
-            gen = torch.Generator().manual_seed(len(out))
-            r = lambda *s, gen=gen: torch.randn(*s, generator=gen)  # noqa: E731
-            u, delta = r(b, t, c).to(dtype), F.softplus(r(b, t, c) - 1.0).to(dtype)
-            A = -torch.exp(r(c, n) * 0.5)
-            if "bc" in opt:  # B and C as slices of one projection (even row stride 2n + 6)
-                x = r(b, t, 2 * n + 6).to(dtype)
-                B, C = x[..., 2:2 + n], x[..., 2 + n:2 + 2 * n]
-            else:
-                B, C = r(b, t, n).to(dtype), r(b, t, n).to(dtype)
-            D = None if opt.get("noD") else r(c)
-            s0 = r(b, c, n) if opt.get("init") else None
-            inputs = [u, delta, A, B, C, D, s0]
+            inputs, gen = split_case_inputs(b, t, c, n, dtype, opt, seed=len(out))
+            u, delta, A, B, C, D, s0 = inputs
             leaves = [v.requires_grad_(True) for v in inputs if v is not None]
             y, fin = op.selective_scan(*inputs[:6], initial_state=s0)
             ref = [v.detach().double().requires_grad_(True) if v is not None else None for v in inputs]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
+from _ss_inputs import split_case_inputs
 
 from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_loop
 
@@ -174,18 +174,8 @@ def _split_checks() -> list[dict]:
                                       NBUF=opt.get("nbuf", 2))
         op.CONFIG["fwd_split_train"] = op.CONFIG["fwd_split"]  # the training forward (states) alike
         dtype = getattr(torch, dt)
-        gen = torch.Generator().manual_seed(len(out))
-        r = lambda *s, gen=gen: torch.randn(*s, generator=gen)  # noqa: E731
-        u, delta = r(b, t, c).to(dtype), F.softplus(r(b, t, c) - 1.0).to(dtype)
-        A = -torch.exp(r(c, n) * 0.5)
-        if "bc" in opt:  # B and C as slices of one projection (row stride 2n + 6 or 2n + 5)
-            x = r(b, t, 2 * n + (6 if opt["bc"] == "strided" else 5)).to(dtype)
-            B, C = x[..., 2:2 + n], x[..., 2 + n:2 + 2 * n]
-        else:
-            B, C = r(b, t, n).to(dtype), r(b, t, n).to(dtype)
-        D = None if opt.get("noD") else r(c)
-        s0 = r(b, c, n) if opt.get("init") else None
-        inputs = [u, delta, A, B, C, D, s0]
+        inputs, gen = split_case_inputs(b, t, c, n, dtype, opt, seed=len(out))
+        u, delta, A, B, C, D, s0 = inputs
         leaves = [v.requires_grad_(opt.get("grad", False)) for v in inputs if v is not None]
         y, fin = op.selective_scan(*inputs[:6], initial_state=s0)
         ref = [v.detach().double().requires_grad_(opt.get("grad", False)) if v is not None else None for v in inputs]
