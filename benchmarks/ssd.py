@@ -178,6 +178,37 @@ def sweep(inp, log):
     return dict(op.CONFIG)
 
 
+def chunk_warps(op, inputs, warps, rounds):
+    """Forward + backward ms (plain and HADES's routed entry) with CONFIG["chunk"]["num_warps"] at
+    each of `warps`, the variants interleaved round by round (a slow process or GPU state then
+    affects every variant alike); prints each variant's median over the rounds and its ratio to
+    the first. Compiles every variant before the first round."""
+    import statistics
+
+    keep = dict(op.CONFIG["chunk"])
+    times = {(i, kind, w): [] for i in range(len(inputs)) for kind in ("ours", "routed") for w in warps}
+    try:
+        for r in range(rounds + 1):  # round 0: compile and warm up, not counted
+            for (i, kind, w), ts in times.items():
+                op.CONFIG["chunk"] = dict(keep, num_warps=w)
+                ms = time_case(inputs[i], kind, True, rep_ms=100)
+                if r:
+                    ts.append(ms)
+    finally:
+        op.CONFIG["chunk"] = keep
+    rows = []
+    for (i, kind, w), ts in times.items():
+        h = inputs[i]["x"].shape[2]
+        first = statistics.median(times[(i, kind, warps[0])])
+        rows.append({"H": h, "entry": "plain" if kind == "ours" else "routed", "num_warps": w,
+                     "fwdbwd_ms": statistics.median(ts), "min-max": f"{min(ts):.3f}-{max(ts):.3f}",
+                     f"vs {warps[0]} warps": statistics.median(ts) / first})
+    print(f"\nSSD forward + backward by the gradient kernel's num_warps (median of {rounds} interleaved rounds)\n"
+          + table(rows, list(rows[0])), flush=True)
+    save("ssd_chunk_warps", {"env": environment(), "config": op.CONFIG, "rows": rows})
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heads", type=int, nargs="+", default=[16, 32])
@@ -194,6 +225,10 @@ def main(argv=None):
     ap.add_argument("--no-official", action="store_true", help="do not time the official kernels")
     ap.add_argument("--official-chunks", type=int, nargs="+", default=[64, 256],
                     help="chunk sizes to time the official kernels at (the fastest is official_ms)")
+    ap.add_argument("--chunk-warps", type=int, nargs="+", metavar="W",
+                    help="only time the forward + backward (plain and routed) with the gradient kernel at each of "
+                         "these num_warps, interleaved over --rounds rounds in this one process, then exit")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of --chunk-warps")
     args = ap.parse_args(argv)
     import kernels.ssd.op as op
 
@@ -203,6 +238,9 @@ def main(argv=None):
 
     b, t, p, n, g = args.batch, args.seqlen, args.headdim, args.dstate, args.groups
     warm_gpu()
+    if args.chunk_warps:
+        chunk_warps(op, [make_inputs(b, t, h, p, n, g, routed_m=2 * h) for h in args.heads], args.chunk_warps, args.rounds)
+        return
     rows, sweep_log, checks = [], [], []
     if args.sweep:
         best = sweep(make_inputs(b, t, args.heads[0], p, n, g), sweep_log)
