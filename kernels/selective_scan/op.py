@@ -25,13 +25,9 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
-from .kernel import (
-    LOG2E,
-    selective_scan_bwd_kernel,
-    selective_scan_bwd_split_kernel,
-    selective_scan_fwd_split_kernel,
-)
+from .kernel import LOG2E, selective_scan_bwd_split_kernel, selective_scan_fwd_split_kernel
 from .sweep_kernels import (
+    selective_scan_bwd_kernel,
     selective_scan_fwd_kernel,
     selective_scan_fwd_seq_kernel,
     selective_scan_fwd_tnc_kernel,

@@ -1,13 +1,24 @@
-"""Forward kernels of the selective scan that the default path does not run: the layouts
-"tcn", "tnc" and "seq" of op.CONFIG["fwd"]["layout"], kept for `benchmarks/selective_scan.py
---sweep-fwd` (which times every layout against the default "split", `kernel.py`) and the GPU
-tests of every layout. Same arguments and results as the split forward; recurrence and
-backward in `kernel.py`.
+"""Kernels of the selective scan that the default path does not run: the forward layouts "tcn",
+"tnc" and "seq" of op.CONFIG["fwd"]["layout"] and the backward layout "tile" of
+op.CONFIG["bwd"]["layout"], kept for `benchmarks/selective_scan.py --sweep-fwd / --sweep-bwd`
+(which time every layout against the default "split", `kernel.py`) and the tests of every
+layout. Same arguments and results as the split kernels; the recurrence and its gradients in
+`kernel.py`.
+
+`selective_scan_bwd_kernel` ("tile", the first round's backward): one program owns a block of
+channels of one sequence and walks the time axis in reverse, in tiles of BLOCK_T tokens,
+carrying the (BLOCK_C, N) gradient state in registers. Inside a tile h_t = a_t h_{t-1} + v_t is
+a first-order linear recurrence, which `tl.associative_scan` solves in parallel with the
+combine (a1, v1) o (a2, v2) = (a1 a2, a2 v1 + v2) (`_combine`); the carried state enters as
+h_t = V_t + A_t h_in (A_t, V_t the scanned pair). Only multiplications by decays <= 1 occur, so
+nothing overflows (the exp(-cumsum) trick of the SSD scan would). The gradient state runs the
+same scan reversed, with the decays shifted by one; h_t is recomputed per tile from the state at
+the tile's start.
 
 `selective_scan_fwd_kernel` ("tcn", the first round's forward): one program owns a block of
 channels of one sequence and walks the time axis in tiles of BLOCK_T tokens, carrying the
 (BLOCK_C, N) state in registers; inside a tile `tl.associative_scan` solves the first-order
-linear recurrence h_t = a_t h_{t-1} + v_t (the backward's scan, `kernel._combine`), and the
+linear recurrence h_t = a_t h_{t-1} + v_t (`_combine`, the tile backward's scan too), and the
 carried state enters as h_t = V_t + A_t h_in. `selective_scan_fwd_tnc_kernel` ("tnc"): the same
 with the tile ordered (time, state, channel).
 
@@ -24,7 +35,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernel import _combine, _to_f32
+from .kernel import _to_f32
+
+
+@triton.jit
+def _combine(a1, v1, a2, v2):
+    return a1 * a2, a2 * v1 + v2
 
 
 @triton.jit
@@ -284,3 +300,97 @@ def _seq_tile(
             y += Dc * u
         tl.store(y_row + t * s_y_t, y.to(y_row.dtype.element_ty), mask=cm)
     return h
+
+
+@triton.jit
+def selective_scan_bwd_kernel(
+    u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, states_ptr, dy_ptr, dfinal_ptr,
+    du_ptr, ddl_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dinit_ptr,
+    T, CH, N, ntiles,
+    s_u_b, s_u_t, s_u_c,
+    s_d_b, s_d_t, s_d_c,
+    s_B_b, s_B_t, s_B_n,
+    s_C_b, s_C_t, s_C_n,
+    s_dy_b, s_dy_t, s_dy_c,
+    s_du_b, s_du_t, s_du_c,
+    s_dd_b, s_dd_t, s_dd_c,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr,
+):
+    """Grid (cdiv(CH, BLOCK_C), batch). du/ddl: shapes of u/delta, own strides;
+    dB/dC partials fp32 (cdiv(CH, BLOCK_C), batch, T, N); dA partial fp32 (batch, CH, N);
+    dD partial fp32 (batch, CH); dinit fp32 (batch, CH, N)."""
+    pid_c = tl.program_id(0)
+    b = tl.program_id(1)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_n = tl.arange(0, BLOCK_N)
+    cmask = offs_c < CH
+    nmask = offs_n < N
+    cn_mask = cmask[:, None] & nmask[None, :]
+    cn_offs = offs_c[:, None] * N + offs_n[None, :]
+    A2 = tl.load(A_ptr + cn_offs, mask=cn_mask, other=0.0)  # A * log2(e)
+    A = A2 * 0.6931471805599453
+    if HAS_D:
+        Dc = tl.load(D_ptr + offs_c, mask=cmask, other=0.0)
+        dD = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_DFINAL:
+        carry = tl.load(dfinal_ptr + b * CH * N + cn_offs, mask=cn_mask, other=0.0)
+    else:
+        carry = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+    dA = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+    is_first = (offs_t == 0)[:, None, None]
+    for i in range(ntiles):
+        k = ntiles - 1 - i
+        t = k * BLOCK_T + offs_t
+        tmask = t < T
+        tc_mask = tmask[:, None] & cmask[None, :]
+        tn_mask = tmask[:, None] & nmask[None, :]
+        # the next token inside this tile (the last row reads none: its successor's decay is
+        # applied to the carry by the tile that owns it)
+        t1 = t + 1
+        t1mask = (t1 < T) & (offs_t < BLOCK_T - 1)
+        u = tl.load(u_ptr + b * s_u_b + t[:, None] * s_u_t + offs_c[None, :] * s_u_c, mask=tc_mask, other=0.0).to(tl.float32)
+        dl = tl.load(dl_ptr + b * s_d_b + t[:, None] * s_d_t + offs_c[None, :] * s_d_c, mask=tc_mask, other=0.0).to(tl.float32)
+        dl1 = tl.load(dl_ptr + b * s_d_b + t1[:, None] * s_d_t + offs_c[None, :] * s_d_c,
+                      mask=t1mask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + b * s_dy_b + t[:, None] * s_dy_t + offs_c[None, :] * s_dy_c, mask=tc_mask, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + b * s_B_b + t[:, None] * s_B_t + offs_n[None, :] * s_B_n, mask=tn_mask, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + b * s_C_b + t[:, None] * s_C_t + offs_n[None, :] * s_C_n, mask=tn_mask, other=0.0).to(tl.float32)
+        s_in = tl.load(states_ptr + (b * ntiles + k) * CH * N + cn_offs, mask=cn_mask, other=0.0)
+
+        # forward, recomputed: h_t
+        a = tl.exp2(dl[:, :, None] * A2[None, :, :])
+        v = (dl * u)[:, :, None] * Bt[:, None, :]
+        a_s, v_s = tl.associative_scan((a, v), 0, _combine)
+        h = v_s + a_s * s_in[None, :, :]
+        # backward: g_t = C_t dy_t + a_{t+1} g_{t+1}, the carry entering at the tile's end
+        alpha = tl.exp2(dl1[:, :, None] * A2[None, :, :])
+        beta = dy[:, :, None] * Ct[:, None, :]
+        al_s, be_s = tl.associative_scan((alpha, beta), 0, _combine, reverse=True)
+        g = be_s + al_s * carry[None, :, :]
+
+        gB = tl.sum(g * Bt[:, None, :], axis=2)  # (BLOCK_T, BLOCK_C)
+        du = gB * dl
+        ahp = h - v  # a_t h_{t-1}
+        gah = g * ahp
+        ddl = gB * u + tl.sum(gah * A[None, :, :], axis=2)
+        if HAS_D:
+            du += Dc[None, :] * dy
+            dD += tl.sum(dy * u, axis=0)
+        tl.store(du_ptr + b * s_du_b + t[:, None] * s_du_t + offs_c[None, :] * s_du_c,
+                 du.to(du_ptr.dtype.element_ty), mask=tc_mask)
+        tl.store(ddl_ptr + b * s_dd_b + t[:, None] * s_dd_t + offs_c[None, :] * s_dd_c,
+                 ddl.to(ddl_ptr.dtype.element_ty), mask=tc_mask)
+        dA += tl.sum(gah * dl[:, :, None], axis=0)
+        dB = tl.sum(g * (dl * u)[:, :, None], axis=1)  # (BLOCK_T, BLOCK_N)
+        dC = tl.sum(h * dy[:, :, None], axis=1)
+        part = ((pid_c * tl.num_programs(1) + b) * T + t[:, None]) * N + offs_n[None, :]
+        tl.store(dB_part_ptr + part, dB, mask=tn_mask)
+        tl.store(dC_part_ptr + part, dC, mask=tn_mask)
+        carry = tl.sum(tl.where(is_first, a * g, 0.0), axis=0)  # a_first g_first
+    tl.store(dA_part_ptr + b * CH * N + cn_offs, dA, mask=cn_mask)
+    if HAS_D:
+        tl.store(dD_part_ptr + b * CH + offs_c, dD, mask=cmask)
+    if STORE_DINIT:
+        tl.store(dinit_ptr + b * CH * N + cn_offs, carry, mask=cn_mask)
