@@ -27,7 +27,7 @@ from string import Template
 from typing import Any
 
 from hades.data.io import DataError, iter_jsonl
-from hades.io import sha256_file
+from hades.io import atomic_write_text, sha256_file
 
 from .prepare import EVAL_SPLIT, PREPARED_META, prepared_file
 
@@ -77,7 +77,7 @@ def _yaml_str(value: str) -> str:
 
 def _render(template: Path, out: Path, **values: str) -> None:
     text = Template(template.read_text()).substitute({k: _yaml_str(v) for k, v in values.items()})
-    out.write_text(text)
+    atomic_write_text(out, text)  # a killed render leaves no half-written task file for lm-eval to read
 
 
 def _annotate_token_counts(src: Path, dst: Path, token_count: Callable[[str], int]) -> int:
