@@ -135,29 +135,40 @@ def _fwd_config(base, layout, entry, launch):
     return cfg
 
 
-def _precompile(inp, configs, store_states):
-    """Compile the forward kernel of every config in parallel threads (Triton's async compile; the
-    compiler runs without the GIL): the unrolled seq and split kernels take seconds to tens of
-    seconds each. Where that API is missing, each compiles on first use instead."""
+def _compile_parallel(configs, compile_one):
+    """compile_one(cfg, launch) for every config in parallel threads (Triton's async compile; the
+    compiler runs without the GIL), launch being the op's launch hook that only compiles
+    (kernel.warmup): the unrolled split kernels take seconds to tens of seconds each. A config
+    that fails is skipped (the sweep reports it when it runs it). Where that API is missing, each
+    compiles on first use instead."""
     import os
     from concurrent.futures import ThreadPoolExecutor
-
-    import kernels.selective_scan.op as op
 
     try:
         from triton.runtime._async_compile import AsyncCompileMode
     except ImportError:
         return
-    a2 = (inp["A"].float() * op.LOG2E).contiguous()  # as SelectiveScan.forward passes them
     workers = max(1, min(16, (os.cpu_count() or 2) - 1))
     with ThreadPoolExecutor(workers) as ex, AsyncCompileMode(ex, ignore_errors=True):
         for cfg in configs:
-            block_t = cfg["bwd" if store_states else "fwd"]["BLOCK_T"]
             try:
-                op._forward(inp["u"], inp["delta"], a2, inp["B"], inp["C"], inp["D"], None, store_states, block_t,
-                            config=cfg, launch=lambda kernel, grid: functools.partial(kernel.warmup, grid=grid))
+                compile_one(cfg, lambda kernel, grid: functools.partial(kernel.warmup, grid=grid))
             except Exception:  # noqa: BLE001 - the sweep reports it when it runs the config
                 pass
+
+
+def _precompile(inp, configs, store_states):
+    """Compile the forward kernel of every config (`_compile_parallel`)."""
+    import kernels.selective_scan.op as op
+
+    a2 = (inp["A"].float() * op.LOG2E).contiguous()  # as SelectiveScan.forward passes them
+
+    def one(cfg, launch):
+        block_t = cfg["bwd" if store_states else "fwd"]["BLOCK_T"]
+        op._forward(inp["u"], inp["delta"], a2, inp["B"], inp["C"], inp["D"], None, store_states, block_t,
+                    config=cfg, launch=launch)
+
+    _compile_parallel(configs, one)
 
 
 def sweep_fwd(inp, mem_floor, exp_floor, log, n_train=4):
@@ -360,30 +371,21 @@ def _bwd_channels(cfg):
 
 
 def _precompile_bwd(inp, configs):
-    """Compile the backward kernel of every config in parallel threads (as `_precompile`)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Compile the backward kernel of every config (`_compile_parallel`)."""
     import kernels.selective_scan.op as op
 
-    try:
-        from triton.runtime._async_compile import AsyncCompileMode
-    except ImportError:
-        return
     u = inp["u"]
     b, t, c = u.shape
     n = inp["B"].shape[-1]
     a2 = (inp["A"].float() * op.LOG2E).contiguous()
-    workers = max(1, min(16, (os.cpu_count() or 2) - 1))
-    with ThreadPoolExecutor(workers) as ex, AsyncCompileMode(ex, ignore_errors=True):
-        for cfg in configs:
-            bt = cfg["bwd"]["BLOCK_T"]
-            states = torch.zeros(b, -(-t // bt), c, n, device=u.device)
-            try:
-                op._backward(u, inp["delta"], a2, inp["B"], inp["C"], inp["D"], states, u, None, False, bt, config=cfg,
-                             launch=lambda kernel, grid: functools.partial(kernel.warmup, grid=grid))
-            except Exception:  # noqa: BLE001 - the sweep reports it when it runs the config
-                pass
+
+    def one(cfg, launch):
+        bt = cfg["bwd"]["BLOCK_T"]
+        states = torch.zeros(b, -(-t // bt), c, n, device=u.device)
+        op._backward(u, inp["delta"], a2, inp["B"], inp["C"], inp["D"], states, u, None, False, bt, config=cfg,
+                     launch=launch)
+
+    _compile_parallel(configs, one)
 
 
 def sweep_bwd(inp, fwd_ms, log):

@@ -223,10 +223,13 @@ def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, blo
     dA_part = _empty(b, ch, n, like=u, dtype=torch.float32)
     dD_part = _empty(b, ch, like=u, dtype=torch.float32) if D32 is not None else dA_part
     dinit = _empty(b, ch, n, like=u, dtype=torch.float32) if need_dinit else dA_part
+    # the split kernel's offsets from du to ddelta and from the dB to the dC partials (the tile
+    # kernel takes no such arguments)
+    planes = (b * t * ch, ncb * b * t * n) if split else ()
     args = (
         u, delta, A2, B, C, D32 if D32 is not None else A2, states, dy, dfinal if dfinal is not None else dA_part,
         du, ddelta, dB_part, dC_part, dA_part, dD_part, dinit,
-        t, ch, n, ntiles, b * t * ch, ncb * b * t * n,
+        t, ch, n, ntiles, *planes,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *dy.stride(), *du.stride(), *ddelta.stride(),
     )
     flags = dict(BLOCK_T=block_t, BLOCK_C=block_c, BLOCK_N=block_n, HAS_D=D32 is not None,
@@ -242,7 +245,7 @@ def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, blo
             RS_G=rs_g, RS_C=rs_c, ASM=not _INTERPRET, **flags, num_warps=cfg["num_warps"],
         )
     else:
-        launch(selective_scan_bwd_kernel, (ncb, b))(*args[:20], *args[22:], **flags, num_warps=cfg.get("tile_warps", 2))
+        launch(selective_scan_bwd_kernel, (ncb, b))(*args, **flags, num_warps=cfg.get("tile_warps", 2))
     return (du, ddelta, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0),
             dD_part.sum(0) if D32 is not None else None, dinit if need_dinit else None)
 
