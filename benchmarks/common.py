@@ -49,6 +49,50 @@ def bench_graph(fn, rep_ms: float = 200) -> float:
         return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
 
 
+def kernel_ms(fn, iters: int = 20, grad_to_none=None) -> float:
+    """GPU milliseconds per fn() of the kernels it launches, summed (torch.profiler over `iters`
+    calls after two warm-up calls): the time the same kernels take inside the trainer's
+    graph-captured step, where no host launch gaps sit between them. `bench` times the wall
+    clock between CUDA events, which for kernels of tens of microseconds is mostly the host's
+    launch cost (the autograd Function, the Python launcher). grad_to_none: tensors whose .grad
+    is reset before each call (else the backward's accumulation into .grad is timed too)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if grad_to_none:
+        inner = fn
+
+        def fn():
+            for t in grad_to_none:
+                t.grad = None
+            inner()
+
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and not e.key.startswith("## ")]
+    return sum(e.self_device_time_total for e in kernels) / 1e3 / iters
+
+
+_COPY_RATE: list[float] = []
+
+
+def copy_rate() -> float:
+    """Bytes (read + written) per second of a device-to-device copy of 1 GiB on this GPU, median
+    of 20 (measured once per process): the memory ceiling behind every memory floor, for the GPU
+    the benchmark runs on (PEAK_BYTES is the H100's)."""
+    if not _COPY_RATE:
+        a = torch.empty(2**29, device="cuda", dtype=torch.bfloat16)
+        b = torch.empty_like(a)
+        ms = bench(lambda: b.copy_(a))
+        _COPY_RATE.append(2 * a.numel() * a.element_size() / (ms * 1e-3))
+        del a, b
+    return _COPY_RATE[0]
+
+
 def bench_slow(fn, repeats: int = 3) -> float:
     """Median ms of a slow fn (seconds per call): one warm-up, then `repeats` timed calls."""
     fn()

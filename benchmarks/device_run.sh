@@ -43,11 +43,11 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
       run ssd "${SSD_LIMIT:-$([ -d .device/official/mamba_ssm ] && echo 540 || echo 240)}" python3 -m benchmarks.ssd ${SSD_ARGS:-} ;;
     cscan) run companion_scan "${CSCAN_LIMIT:-240}" python3 -m benchmarks.companion_scan ${CSCAN_ARGS:-} ;;
     ss) run selective_scan "${SS_LIMIT:-180}" python3 -m benchmarks.selective_scan ${SS_ARGS:-} ;;
-    conv) run conv 90 python3 -m benchmarks.conv ;;
+    conv) run conv "${CONV_LIMIT:-90}" python3 -m benchmarks.conv ${CONV_ARGS:-} ;;
     norm) run norm "${NORM_LIMIT:-240}" python3 -m benchmarks.norm ${NORM_ARGS:-} ;;
     ce) run cross_entropy "${CE_LIMIT:-150}" python3 -m benchmarks.cross_entropy ${CE_ARGS:-} ;;
     parity) run parity_fla "${PARITY_LIMIT:-240}" python3 -m benchmarks.parity_fla ${PARITY_ARGS:-} ;;
-    profile) run profile_layers 120 python3 -m benchmarks.profile_layers ;;
+    profile) run profile_layers "${PROFILE_LIMIT:-120}" python3 -m benchmarks.profile_layers ${PROFILE_ARGS:-} ;;
     train) run train_throughput "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_throughput ${TRAIN_ARGS:-} ;;
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;

@@ -7,8 +7,11 @@ forward and forward + backward, at the shapes a training step at width 1024 sees
 Shapes: batch 8 x 2048 tokens = 16384 rows; bf16 activations with the fp32 weight (bf16
 autocast): the blocks' RMSNorm over d_model = 1024; Mamba2's gated norm over d_inner = 2048 (one
 group) and HADES's over d_ssm = 1024; z is a column slice of the in-projection's output (as in the
-mixers), y the scan's output (contiguous). Memory floor: bytes that must move / 3.0 TB/s
-(forward: read x (, z), write out; backward: read x (, z), dout, write dx (, dz)).
+mixers), y the scan's output (contiguous). Memory floor: bytes that must move at this GPU's
+measured copy rate (`copy_rate`; forward: read x (, z), write out; backward: read x (, z), dout,
+write dx (, dz)). `*_ms`: wall clock between CUDA events (host launch cost included, as an
+eager step sees it); `*_kern_ms`: the GPU time of the kernels alone (`kernel_ms`, what the
+graph-captured training step sees), bwd = fwd+bwd less fwd.
 --sweep also times other tile / warp / program counts of kernels.norm.op.CONFIG.
 """
 
@@ -19,7 +22,7 @@ import itertools
 
 import torch
 
-from benchmarks.common import PEAK_BYTES, bench, environment, save, table, warm_gpu
+from benchmarks.common import bench, copy_rate, environment, kernel_ms, save, table, warm_gpu
 
 CASES = [  # name, dim, group_size (None: RMSNorm), extra in-projection columns around z
     ("rmsnorm_d1024", 1024, None, 0),
@@ -110,25 +113,35 @@ def main(argv=None):
         mod, x, z, dout = _case(dim, gs, extra, args.rows)
         n = x.numel()
         io_fwd, io_bwd = (2, 3) if z is None else (3, 5)  # bf16 tensors moved per element
+        rate = copy_rate()
         row = {"case": name, "rows": args.rows, "dim": dim, "group": gs or dim,
-               "floor_fwd_ms": io_fwd * 2 * n / PEAK_BYTES * 1e3,
-               "floor_fwdbwd_ms": (io_fwd + io_bwd) * 2 * n / PEAK_BYTES * 1e3}
+               "floor_fwd_ms": io_fwd * 2 * n / rate * 1e3,
+               "floor_bwd_ms": io_bwd * 2 * n / rate * 1e3,
+               "floor_fwdbwd_ms": (io_fwd + io_bwd) * 2 * n / rate * 1e3}
         for tag, use_kernel in (("ours", True), ("torch", False)):
             mod.use_kernel = use_kernel
             row[f"{tag}_err"] = _err(mod, x, z, use_kernel)
             fwd, fwdbwd, grads = _fns(mod, x, z, dout)
             row[f"{tag}_fwd_ms"] = bench(fwd)
             row[f"{tag}_fwdbwd_ms"] = bench(fwdbwd, grad_to_none=grads)
+            row[f"{tag}_fwd_kern_ms"] = kernel_ms(fwd)
+            row[f"{tag}_bwd_kern_ms"] = kernel_ms(fwdbwd, grad_to_none=grads) - row[f"{tag}_fwd_kern_ms"]
         for d in ("fwd", "fwdbwd"):
             row[f"speedup_{d}"] = row[f"torch_{d}_ms"] / row[f"ours_{d}_ms"]
             row[f"ours_{d}_vs_floor"] = row[f"ours_{d}_ms"] / row[f"floor_{d}_ms"]
+        for d in ("fwd", "bwd"):
+            row[f"ours_{d}_kern_vs_floor"] = row[f"ours_{d}_kern_ms"] / row[f"floor_{d}_ms"]
+            row[f"torch/ours_{d}_kern"] = row[f"torch_{d}_kern_ms"] / row[f"ours_{d}_kern_ms"]
         rows.append(row)
         print(row, flush=True)
     cols = ["case", "dim", "group", "ours_fwd_ms", "torch_fwd_ms", "speedup_fwd", "floor_fwd_ms", "ours_fwdbwd_ms",
             "torch_fwdbwd_ms", "speedup_fwdbwd", "floor_fwdbwd_ms", "ours_err", "torch_err"]
-    print(f"\nRMS norms, {args.rows} rows, bf16 input, fp32 weight (median ms; floor = bytes / 3.0 TB/s; "
-          f"err = rel. error vs fp64; CONFIG {op.CONFIG})\n" + table(rows, cols))
-    payload = {"env": environment(), "config": dict(op.CONFIG), "rows": rows}
+    print(f"\nRMS norms, {args.rows} rows, bf16 input, fp32 weight (median ms, CUDA events; floor = bytes / "
+          f"{copy_rate() / 1e12:.2f} TB/s; err = rel. error vs fp64; CONFIG {op.CONFIG})\n" + table(rows, cols))
+    cols = ["case", "ours_fwd_kern_ms", "floor_fwd_ms", "ours_fwd_kern_vs_floor", "ours_bwd_kern_ms", "floor_bwd_ms",
+            "ours_bwd_kern_vs_floor", "torch_bwd_kern_ms", "torch/ours_bwd_kern"]
+    print("\nkernel time alone (ms)\n" + table(rows, cols))
+    payload = {"env": environment(), "config": dict(op.CONFIG), "copy_rate": copy_rate(), "rows": rows}
     if args.sweep:
         payload["sweep"] = _sweep(args.rows)
     save("norm", payload)
