@@ -2,9 +2,22 @@
 
 Memory-bound: the forward reads x once (plus a K-1 row halo from cache) and writes y once,
 with the bias and SiLU applied in registers, in the (batch, seqlen, channels) layout the
-projections produce (no transposes). The backward is one kernel too: for dx at rows t it needs
-dpre = dy * SiLU'(pre) at rows t .. t+K-1, which it recomputes from x (the extra reads hit the
-cache), and it writes per-program partial sums of dweight and dbias that the launcher adds.
+projections produce (no transposes).
+
+The backward needs, for dx at row t, dpre = dy * SiLU'(pre) at rows t .. t+K-1:
+
+    dx[t] = sum_j w[K-1-j] dpre[t+j],   dw[k] = sum_t dpre[t] x[t-K+1+k],   db = sum_t dpre[t]
+
+`conv_bwd_stream_kernel` (the default, op.CONFIG["bwd"]["layout"] "stream") walks a segment of
+SEG tokens of a block of channels one token at a time, each token a vector over the program's
+lanes (VEC channels per lane): x and dpre of the last K-1 tokens stay in registers (a tuple
+over tokens), so x and dy are read once, pre and dpre computed once per token, and dx of row t
+is complete once dpre of row t+K-1 is. Tokens come in tiles of BLOCK_T, the next tile's loads
+issued before this one computes; dweight and dbias are summed in registers over the segment,
+one partial row per program that the launcher adds (deterministic, no atomics).
+`conv_bwd_kernel` (layout "tile", the first one) takes (BLOCK_T, BLOCK_C) tiles and
+recomputes pre at K shifted row offsets instead (no shift of a tile's rows in registers):
+K x K loads of x per element, ~9x the memory floor on an H200 (docs/benchmarks.md section 8).
 """
 
 from __future__ import annotations
@@ -94,3 +107,196 @@ def conv_bwd_kernel(
                 tl.store(db_part_ptr + part * CH + offs_c, tl.sum(dpre, axis=0), mask=cmask)
     tl.store(dx_ptr + b * s_dx_b + t[:, None] * s_dx_t + offs_c[None, :] * s_dx_c, dx.to(dx_ptr.dtype.element_ty),
              mask=(t < T)[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _stream_load(x_ptr, dy_ptr, t0, T, row_off, s_x_t, s_dy_t, cmask, BLOCK_T: tl.constexpr):
+    """x and dy of rows t0 .. t0 + BLOCK_T - 1 (0 past T) as two tuples over rows, input dtype.
+    row_off: (x offsets, dy offsets) of the program's channels at row 0."""
+    xo, do = row_off
+    xs = ()
+    dys = ()
+    for i in tl.static_range(BLOCK_T):
+        m = (t0 + i < T) & cmask
+        xs = xs + (tl.load(x_ptr + xo + (t0 + i) * s_x_t, mask=m, other=0.0),)
+        dys = dys + (tl.load(dy_ptr + do + (t0 + i) * s_dy_t, mask=m, other=0.0),)
+    return xs, dys
+
+
+@triton.jit
+def _stream_rows(xw, dpw, xs, dys, w, bias, dw, db, NR: tl.constexpr, K: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr):
+    """NR new rows r (their x, dy in xs, dys) after the K-1 rows before them (xw: x in fp32,
+    dpw: dpre): dpre of the new rows, dx of the NR rows r - K + 1 (complete now), and with ACC
+    their dweight (tuple over taps) and dbias added into dw, db. Returns (xw, dpw) of the last
+    K-1 rows, the dx rows (fp32), dw, db."""
+    xa = xw
+    for i in tl.static_range(NR):
+        xa = xa + (xs[i].to(tl.float32),)
+    da = dpw
+    for i in tl.static_range(NR):
+        pre = w[0] * xa[i]
+        for k in tl.static_range(1, K):
+            pre = tl.fma(w[k], xa[i + k], pre)
+        if HAS_BIAS:
+            pre = pre + bias
+        dyi = dys[i].to(tl.float32)
+        if ACT:
+            sg = tl.sigmoid(pre)
+            dpre = dyi * sg * (1.0 + pre * (1.0 - sg))
+        else:
+            dpre = dyi
+        da = da + (dpre,)
+        if ACC:
+            dwn = ()
+            for k in tl.static_range(K):
+                dwn = dwn + (tl.fma(dpre, xa[i + k], dw[k]),)
+            dw = dwn
+            db = db + dpre
+    dxs = ()
+    for i in tl.static_range(NR):
+        dx = w[K - 1] * da[i]
+        for j in tl.static_range(1, K):
+            dx = tl.fma(w[K - 1 - j], da[i + j], dx)
+        dxs = dxs + (dx,)
+    xn = ()
+    dn = ()
+    for j in tl.static_range(K - 1):
+        xn = xn + (xa[NR + j],)
+        dn = dn + (da[NR + j],)
+    return xn, dn, dxs, dw, db
+
+
+@triton.jit
+def _stream_store(dx_ptr, dxs, r0, T0, T, dx_off, s_dx_t, cmask, NR: tl.constexpr):
+    """dx of rows r0 .. r0 + NR - 1 where T0 <= row < T (rows before T0 are the previous
+    segment's)."""
+    for i in tl.static_range(NR):
+        r = r0 + i
+        tl.store(dx_ptr + dx_off + r * s_dx_t, dxs[i].to(dx_ptr.dtype.element_ty),
+                 mask=(r >= T0) & (r < T) & cmask)
+
+
+@triton.jit
+def conv_bwd_stream_kernel(
+    x_ptr, w_ptr, bias_ptr, dy_ptr, dx_ptr, dw_part_ptr, db_part_ptr,
+    T, CH, SEG,
+    s_x_b, s_x_t, s_x_c,
+    s_dy_b, s_dy_t, s_dy_c,
+    s_dx_b, s_dx_t, s_dx_c,
+    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+):
+    """Grid (cdiv(T, SEG), cdiv(CH, BLOCK_C), batch); SEG a multiple of BLOCK_T, 2 <= K <=
+    BLOCK_T + 1. Program (s, cb, b) writes dx of rows s*SEG .. s*SEG + SEG - 1 and
+    dw_part[b, s] (fp32 (batch, cdiv(T, SEG), CH, K)), db_part[b, s] (fp32 (batch,
+    cdiv(T, SEG), CH)). Reads x from K-1 rows before the segment (0 before row 0) to BLOCK_T
+    rows past it, dy from its first row to BLOCK_T rows past it. BLOCK_C channels over
+    32 * num_warps lanes (Triton's default layout of a 1-D tensor: BLOCK_C / lanes consecutive
+    channels per lane, one vector load each)."""
+    seg = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(2)
+    cmask = offs_c < CH
+    T0 = seg * SEG
+    w = ()
+    for k in tl.static_range(K):
+        w = w + (tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32),)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        bias = 0.0
+    x_off = b * s_x_b + offs_c * s_x_c
+    dy_off = b * s_dy_b + offs_c * s_dy_c
+    dx_off = b * s_dx_b + offs_c * s_dx_c
+    zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    xw = ()
+    dpw = ()
+    for j in tl.static_range(K - 1):  # the K-1 rows before the segment: x (0 before row 0); no dpre
+        r = T0 - (K - 1) + j
+        xw = xw + (tl.load(x_ptr + x_off + r * s_x_t, mask=(r >= 0) & cmask, other=0.0).to(tl.float32),)
+        dpw = dpw + (zero,)
+    dw = ()
+    for _ in tl.static_range(K):
+        dw = dw + (zero,)
+    db = zero
+    cur = _stream_load(x_ptr, dy_ptr, T0, T, (x_off, dy_off), s_x_t, s_dy_t, cmask, BLOCK_T)
+    for i in range(SEG // BLOCK_T):
+        t0 = T0 + i * BLOCK_T
+        nxt = _stream_load(x_ptr, dy_ptr, t0 + BLOCK_T, T, (x_off, dy_off), s_x_t, s_dy_t, cmask, BLOCK_T)
+        xw, dpw, dxs, dw, db = _stream_rows(xw, dpw, cur[0], cur[1], w, bias, dw, db, BLOCK_T, K, HAS_BIAS, ACT, True)
+        _stream_store(dx_ptr, dxs, t0 - (K - 1), T0, T, dx_off, s_dx_t, cmask, BLOCK_T)
+        cur = nxt
+    # the K-1 rows past the segment (loaded as the next tile): their dpre completes the
+    # segment's last K-1 rows of dx; their parameter gradients are the next segment's
+    xs = ()
+    dys = ()
+    for j in tl.static_range(K - 1):
+        xs = xs + (cur[0][j],)
+        dys = dys + (cur[1][j],)
+    _, _, dxs, dw, db = _stream_rows(xw, dpw, xs, dys, w, bias, dw, db, K - 1, K, HAS_BIAS, ACT, False)
+    _stream_store(dx_ptr, dxs, T0 + SEG - (K - 1), T0, T, dx_off, s_dx_t, cmask, K - 1)
+    part = b * tl.num_programs(0) + seg
+    for k in tl.static_range(K):
+        tl.store(dw_part_ptr + (part * CH + offs_c) * K + k, dw[k], mask=cmask)
+    if HAS_BIAS:
+        tl.store(db_part_ptr + part * CH + offs_c, db, mask=cmask)
+
+
+@triton.jit
+def _stream_load_x(x_ptr, t0, T, x_off, s_x_t, cmask, BLOCK_T: tl.constexpr):
+    """x of rows t0 .. t0 + BLOCK_T - 1 (0 past T), a tuple over rows in x's dtype."""
+    xs = ()
+    for i in tl.static_range(BLOCK_T):
+        xs = xs + (tl.load(x_ptr + x_off + (t0 + i) * s_x_t, mask=(t0 + i < T) & cmask, other=0.0),)
+    return xs
+
+
+@triton.jit
+def conv_fwd_stream_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    T, CH, SEG,
+    s_x_b, s_x_t, s_x_c,
+    s_y_b, s_y_t, s_y_c,
+    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+):
+    """The forward as `conv_bwd_stream_kernel` walks time (op.CONFIG["fwd"]["layout"]
+    "stream"): grid (cdiv(T, SEG), cdiv(CH, BLOCK_C), batch), SEG a multiple of BLOCK_T, K >= 2;
+    x read once (and the K-1 rows before the segment), the last K-1 rows kept in registers."""
+    seg = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(2)
+    cmask = offs_c < CH
+    T0 = seg * SEG
+    w = ()
+    for k in tl.static_range(K):
+        w = w + (tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32),)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+    x_off = b * s_x_b + offs_c * s_x_c
+    y_off = b * s_y_b + offs_c * s_y_c
+    xw = ()
+    for j in tl.static_range(K - 1):
+        r = T0 - (K - 1) + j
+        xw = xw + (tl.load(x_ptr + x_off + r * s_x_t, mask=(r >= 0) & cmask, other=0.0).to(tl.float32),)
+    cur = _stream_load_x(x_ptr, T0, T, x_off, s_x_t, cmask, BLOCK_T)
+    for i in range(SEG // BLOCK_T):
+        t0 = T0 + i * BLOCK_T
+        nxt = _stream_load_x(x_ptr, t0 + BLOCK_T, T, x_off, s_x_t, cmask, BLOCK_T)
+        xa = xw
+        for r in tl.static_range(BLOCK_T):
+            xa = xa + (cur[r].to(tl.float32),)
+        for r in tl.static_range(BLOCK_T):
+            pre = w[0] * xa[r]
+            for k in tl.static_range(1, K):
+                pre = tl.fma(w[k], xa[r + k], pre)
+            if HAS_BIAS:
+                pre = pre + bias
+            if ACT:
+                pre = pre * tl.sigmoid(pre)
+            tl.store(y_ptr + y_off + (t0 + r) * s_y_t, pre.to(y_ptr.dtype.element_ty), mask=(t0 + r < T) & cmask)
+        xw = ()
+        for j in tl.static_range(K - 1):
+            xw = xw + (xa[BLOCK_T + j],)
+        cur = nxt

@@ -16,9 +16,20 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
-from .kernel import conv_bwd_kernel, conv_fwd_kernel
+from .kernel import conv_bwd_kernel, conv_bwd_stream_kernel, conv_fwd_kernel, conv_fwd_stream_kernel
 
-CONFIG = {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4}
+# fwd and bwd: layout "stream" (`conv_fwd_stream_kernel`, `conv_bwd_stream_kernel`: segments of
+# SEG tokens walked in tiles of BLOCK_T, BLOCK_C channels over 32 * num_warps lanes) or "tile"
+# (`conv_fwd_kernel`, `conv_bwd_kernel`: (BLOCK_T, BLOCK_C) tiles, CONFIG["fwd_tile"],
+# CONFIG["bwd_tile"]). `benchmarks/conv.py --sweep` times other choices.
+CONFIG = {
+    "fwd": {"layout": "stream", "BLOCK_T": 8, "BLOCK_C": 128, "SEG": 128, "num_warps": 2},
+    "fwd_tile": {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4},
+    # bwd: the best all-round of `--sweep` on an H200 (1.77-1.88x the memory floor at the three
+    # mixers' widths, docs/benchmarks.md section 8)
+    "bwd": {"layout": "stream", "BLOCK_T": 8, "BLOCK_C": 128, "SEG": 128, "num_warps": 2},
+    "bwd_tile": {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4},
+}
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -31,12 +42,18 @@ class CausalConv1d(torch.autograd.Function):
         k = weight.shape[-1]
         w = weight.reshape(ch, k).contiguous()
         y = _empty(b, t, ch, like=x)
-        bt, bc = CONFIG["BLOCK_T"], min(CONFIG["BLOCK_C"], triton.next_power_of_2(ch))
-        conv_fwd_kernel[(triton.cdiv(t, bt), triton.cdiv(ch, bc), b)](
-            x, w, bias if bias is not None else w, y, t, ch, *x.stride(), *y.stride(),
-            K=k, BLOCK_T=bt, BLOCK_C=bc, HAS_BIAS=bias is not None, ACT=activation,
-            num_warps=CONFIG["num_warps"],
-        )
+        cfg = CONFIG["fwd"]
+        stream = cfg.get("layout") == "stream" and k >= 2
+        if not stream:
+            cfg = CONFIG["fwd_tile"]
+        bt, bc = cfg["BLOCK_T"], min(cfg["BLOCK_C"], max(32, triton.next_power_of_2(ch)))
+        meta = dict(K=k, BLOCK_T=bt, BLOCK_C=bc, HAS_BIAS=bias is not None, ACT=activation, num_warps=cfg["num_warps"])
+        args = (x, w, bias if bias is not None else w, y, t, ch)
+        if stream:
+            seg = min(cfg["SEG"], triton.cdiv(t, bt) * bt)
+            conv_fwd_stream_kernel[(triton.cdiv(t, seg), triton.cdiv(ch, bc), b)](*args, seg, *x.stride(), *y.stride(), **meta)
+        else:
+            conv_fwd_kernel[(triton.cdiv(t, bt), triton.cdiv(ch, bc), b)](*args, *x.stride(), *y.stride(), **meta)
         ctx.save_for_backward(x, w, bias)
         ctx.activation = activation
         ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
@@ -47,17 +64,24 @@ class CausalConv1d(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors
         b, t, ch = x.shape
         k = w.shape[-1]
-        bt, bc = CONFIG["BLOCK_T"], min(CONFIG["BLOCK_C"], triton.next_power_of_2(ch))
-        nt = triton.cdiv(t, bt)
         dx = _empty(b, t, ch, like=x)
+        cfg = CONFIG["bwd"]
+        stream = cfg["layout"] == "stream" and 2 <= k <= cfg["BLOCK_T"] + 1  # (its tail needs K-1 <= BLOCK_T rows)
+        if not stream:
+            cfg = CONFIG["bwd_tile"]
+        bt, bc = cfg["BLOCK_T"], min(cfg["BLOCK_C"], max(32, triton.next_power_of_2(ch)))
+        # stream: segments of SEG tokens (a multiple of BLOCK_T; no longer than the sequence needs)
+        seg = min(cfg["SEG"], triton.cdiv(t, bt) * bt) if stream else bt
+        nt = triton.cdiv(t, seg)
         dw_part = _empty(b * nt, ch, k, like=x, dtype=torch.float32)
         db_part = _empty(b * nt, ch, like=x, dtype=torch.float32) if bias is not None else dw_part
-        conv_bwd_kernel[(nt, triton.cdiv(ch, bc), b)](
-            x, w, bias if bias is not None else w, dy, dx, dw_part, db_part, t, ch,
-            *x.stride(), *dy.stride(), *dx.stride(),
-            K=k, BLOCK_T=bt, BLOCK_C=bc, HAS_BIAS=bias is not None, ACT=ctx.activation,
-            num_warps=CONFIG["num_warps"],
-        )
+        args = (x, w, bias if bias is not None else w, dy, dx, dw_part, db_part, t, ch)
+        strides = (*x.stride(), *dy.stride(), *dx.stride())
+        meta = dict(K=k, BLOCK_T=bt, BLOCK_C=bc, HAS_BIAS=bias is not None, ACT=ctx.activation, num_warps=cfg["num_warps"])
+        if stream:
+            conv_bwd_stream_kernel[(nt, triton.cdiv(ch, bc), b)](*args, seg, *strides, **meta)
+        else:
+            conv_bwd_kernel[(nt, triton.cdiv(ch, bc), b)](*args, *strides, **meta)
         dw = dw_part.sum(0).reshape(ctx.w_shape).to(ctx.w_dtype)
         db = db_part.sum(0).to(bias.dtype) if bias is not None else None
         return dx, dw, db, None

@@ -78,12 +78,16 @@ def _ssd_ref(inp, cast):
 
 @pytest.mark.parametrize("shape", SSD_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("mode", ["plain", "plain_init", "routed", "routed_init"])
-def test_ssd_matches_reference(shape, dtype, mode):
+@pytest.mark.parametrize("mode", ["plain", "plain_init", "routed", "routed_init", "plain_recompute", "routed_init_recompute"])
+def test_ssd_matches_reference(shape, dtype, mode, monkeypatch):
+    """Every mode with the chunk states stored by the forward (op.SAVE_STATES, the default);
+    *_recompute with the backward recomputing them."""
+    import kernels.ssd.op as op
     from kernels.ssd.op import ssd_scan, ssd_scan_routed
 
+    monkeypatch.setattr(op, "SAVE_STATES", not mode.endswith("recompute"))
     b, t, h, p, n, g = shape
-    routed, init = mode.startswith("routed"), mode.endswith("init")
+    routed, init = mode.startswith("routed"), "init" in mode
     inp = _ssd_inputs(b, t, h, p, n, g, dtype, init, routed, m=h + 5)
     leaves = [k for k, v in inp.items() if v.requires_grad]
     y, fin = _ssd_call(ssd_scan_routed, ssd_scan, inp)
@@ -207,13 +211,24 @@ def test_selective_scan_chain_of_trust_loop(ss_fwd):
 
 # -- short conv -----------------------------------------------------------------------------
 
-CONV_CASES = [(2, 63, 96, 4, True, True), (1, 1000, 2304, 4, True, True), (2, 50, 40, 4, False, True), (1, 70, 64, 3, True, False)]
+CONV_CASES = [(2, 63, 96, 4, True, True), (1, 1000, 2304, 4, True, True), (2, 50, 40, 4, False, True), (1, 70, 64, 3, True, False),
+              (2, 3, 48, 4, True, True)]
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda s: "-".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_conv_matches_reference(case, dtype):
+@pytest.mark.parametrize("layout", ["stream", "tile", "stream_t16_seg64"])
+def test_conv_matches_reference(case, dtype, layout, monkeypatch):
+    """The default forward and backward ("stream"), the first ones ("tile"), and the stream
+    kernels with another tile and segment (1000 tokens: 16 segments, the last one partial)."""
+    import kernels.conv.op as op
     from kernels.conv.op import causal_conv1d
+
+    for key in ("fwd", "bwd"):
+        cfg = dict(op.CONFIG[key], layout=layout.split("_")[0])
+        if layout == "stream_t16_seg64":
+            cfg.update(BLOCK_T=16, BLOCK_C=64, SEG=64, num_warps=1)
+        monkeypatch.setitem(op.CONFIG, key, cfg)
 
     b, t, c, k, bias, act = case
     gen = torch.Generator(device=DEV).manual_seed(4)
