@@ -190,7 +190,7 @@ def chunk_warps(op, inputs, warps, rounds):
     try:
         for r in range(rounds + 1):  # round 0: compile and warm up, not counted
             for (i, kind, w), ts in times.items():
-                op.CONFIG["chunk"] = dict(keep, num_warps=w)
+                op.CONFIG["chunk"] = dict(keep, num_warps=w, num_warps_many=w)
                 ms = time_case(inputs[i], kind, True, rep_ms=100)
                 if r:
                     ts.append(ms)

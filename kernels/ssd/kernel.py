@@ -120,8 +120,8 @@ def ssd_fwd_kernel(
     COMPUTE_Y: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_STATES: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    """Grid (cdiv(P, BLOCK_P), batch * H). States, init, final: contiguous fp32
-    (batch, [chunks,] H, P, N)."""
+    """Grid (cdiv(P, BLOCK_P), batch * H). init, final: contiguous fp32 (batch, H, P, N);
+    states: contiguous (batch, chunks, H, P, N) in x's dtype (the state entering each chunk)."""
     pid_p = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -160,7 +160,7 @@ def ssd_fwd_kernel(
         cs_last = _last(cs, offs_l, L)
         if STORE_STATES:
             st_ptr = states_ptr + ((b * nchunks + c) * H + h) * P * N + pn_offs
-            tl.store(st_ptr, state, mask=pn_mask)
+            tl.store(st_ptr, state.to(states_ptr.dtype.element_ty), mask=pn_mask)
         lp_mask = tmask[:, None] & pmask[None, :]
         ln_mask = tmask[:, None] & nmask[None, :]
         x = tl.load(x_base + t[:, None] * s_x_t + offs_p[None, :] * s_x_p, mask=lp_mask, other=0.0)
@@ -199,7 +199,8 @@ def ssd_bwd_dstate_kernel(
     ROUTED: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DTB: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """Reverse walk: dstates[b, c, h] = dL/d state after chunk c (fp32, (batch, chunks, H, P, N)).
+    """Reverse walk: dstates[b, c, h] = dL/d state after chunk c ((batch, chunks, H, P, N), in
+    its dtype: x's, as the states'; the walk itself sums in fp32).
 
     dL/d state_in = exp(cs_L) dL/d state_out + sum_t exp(cs_t) dy_t C_t^T."""
     pid_p = tl.program_id(0)
@@ -223,7 +224,8 @@ def ssd_bwd_dstate_kernel(
     C_base = C_ptr + b * s_C_b + g * s_C_g
     for i in range(nchunks):
         c = nchunks - 1 - i
-        tl.store(dstates_ptr + ((b * nchunks + c) * H + h) * P * N + pn_offs, dstate, mask=pn_mask)
+        tl.store(dstates_ptr + ((b * nchunks + c) * H + h) * P * N + pn_offs, dstate.to(dstates_ptr.dtype.element_ty),
+                 mask=pn_mask)
         t = c * L + offs_l
         tmask = t < T
         dt, _ = _load_dt(
@@ -318,7 +320,7 @@ def ssd_bwd_chunk_kernel(
     # so that no two fp32 (P, N) tiles are alive together (255 registers at 4 warps)
     s_in = tl.load(states_ptr + st_off, mask=pn_mask, other=0.0).to(x.dtype)
     ds_out = tl.load(dstates_ptr + st_off, mask=pn_mask, other=0.0)  # dL/d s_out
-    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out * s_in.to(tl.float32), axis=1), axis=0)
+    end_term = tl.exp(cs_last) * tl.sum(tl.sum(ds_out.to(tl.float32) * s_in.to(tl.float32), axis=1), axis=0)
     ds_out = ds_out.to(x.dtype)
     # dC: intra part + exp(cs_t) dy_t s_in; dcs from y_t's entering-state term
     dyw = (dy.to(tl.float32) * ecs[:, None]).to(x.dtype)

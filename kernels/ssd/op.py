@@ -37,16 +37,26 @@ CONFIG = {
     "fwd": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
     "states": {"BLOCK_P": 32, "num_warps": 4, "num_stages": 2},
     "dstate": {"BLOCK_P": 64, "num_warps": 8, "num_stages": 2},
-    # the gradient kernel: 8 warps, no register spills (sm_90a, `--sass` counts in
-    # docs/benchmarks.md section 8; 4 warps spilled 28 bytes, 140 before its fp32 copies of x and
-    # the entering state were dropped)
-    "chunk": {"num_warps": 8, "num_stages": 1},
+    # the gradient kernel: 8 warps (no register spills, sm_90a), or num_warps_many (4, two
+    # programs per SM) from many_programs programs per SM on: measured on an H200 with bf16 states,
+    # 8192 programs (batch 8 x 2048, H = 32) 12% faster at 4 warps, 4096 (H = 16) 2-8% faster at 8
+    # (`benchmarks/ssd.py --chunk-warps 4 8`, docs/benchmarks.md section 8)
+    "chunk": {"num_warps": 8, "num_warps_many": 4, "many_programs": 48, "num_stages": 1},
 }
+# The forward stores the state entering every chunk when a gradient will be needed, for the
+# backward to read (in x's dtype: 2 * dstate / chunk_size times x's bytes, twice x at N = 128,
+# L = 64), instead of the backward recomputing them with a states-only pass of the forward
+# kernel. False: recompute (the activation memory of a scan back to x, dt, B, C).
+SAVE_STATES = True
 
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (debugging)
 
 
+
+
+def _n_sm(x: Tensor) -> int:
+    return torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 132
 
 
 def _pow2(n: int) -> int:
@@ -120,7 +130,8 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
     nchunks = triton.cdiv(t, chunk_size)
     y = _empty(*x.shape, like=x) if compute_y else None
     final = _empty(b, h, p, n, like=x, dtype=torch.float32)
-    states = _empty(b, nchunks, h, p, n, like=x, dtype=torch.float32) if store_states else None
+    # the states in x's dtype: the gradient kernel's products read them in it (its end term too)
+    states = _empty(b, nchunks, h, p, n, like=x) if store_states else None
     cfg = CONFIG["fwd" if compute_y else "states"]
     block_p = min(cfg["BLOCK_P"], _pow2(p))
     (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
@@ -140,12 +151,14 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
     return y, final, states
 
 
-def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit):
-    """src: Δ's source (the chunk kernel also needs the pre-softplus value); plain: dt itself."""
+def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit, states=None):
+    """src: Δ's source (the chunk kernel also needs the pre-softplus value); plain: dt itself;
+    states: the forward's stored entering states, or None (recomputed here)."""
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
-    _, _, states = _forward(x, plain, A, B, C, D, init, chunk_size, compute_y=False, store_states=True)
+    if states is None:
+        _, _, states = _forward(x, plain, A, B, C, D, init, chunk_size, compute_y=False, store_states=True)
     (dt_t, ids_t, bias_t, dtb_t), dt_strides = plain.args(x)
     flags = plain.flags()
     dy = dy if dy is not None else torch.zeros_like(x)
@@ -172,6 +185,9 @@ def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size,
     dD_part = _empty(h, b * nchunks, like=x, dtype=torch.float32) if D is not None else dA_part
     (dt_t, ids_t, bias_t, dtb_t), dt_strides = src.args(x)
     cfg = CONFIG["chunk"]
+    warps = cfg["num_warps"]
+    if "num_warps_many" in cfg and b * nchunks * h >= cfg["many_programs"] * _n_sm(x):
+        warps = cfg["num_warps_many"]
     ssd_bwd_chunk_kernel[(b * nchunks, h)](
         x, dt_t, ids_t, bias_t, dtb_t, A, B, C, D if D is not None else A,
         dy, states, dstates,
@@ -179,7 +195,7 @@ def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size,
         t, h, p, n, h // g, nchunks, g,
         *x.stride(), *dt_strides, *B.stride(), *C.stride(), *dy.stride(), *dx.stride(),
         L=chunk_size, BLOCK_P=_pow2(p), BLOCK_N=_pow2(n), **src.flags(), HAS_D=D is not None,
-        DOT_PREC=_dot_prec(x), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        DOT_PREC=_dot_prec(x), num_warps=warps, num_stages=cfg["num_stages"],
     )
     dA = dA_part.sum(1)
     dD = dD_part.sum(1) if D is not None else None
@@ -190,15 +206,15 @@ class SSDScan(torch.autograd.Function):
     """y, final_state = SSD scan; Δ read through `_DtSource` (plain dt or routed dt_raw)."""
 
     @staticmethod
-    def forward(ctx, x, dt, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus):
+    def forward(ctx, x, dt, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus, save):
         src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
         Bx, Cx = B.to(x.dtype), C.to(x.dtype)
         init = initial_state.float().contiguous() if initial_state is not None else None
         plain = src.materialize(x)
-        y, final, _ = _forward(x, plain, A32, Bx, Cx, D32, init, chunk_size)
-        ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, plain.dt)
+        y, final, states = _forward(x, plain, A32, Bx, Cx, D32, init, chunk_size, store_states=save)
+        ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, plain.dt, states)
         ctx.meta = (chunk_size, softplus, B.dtype, C.dtype, A.dtype, None if D is None else D.dtype)
         ctx.init_dtype = None if initial_state is None else initial_state.dtype
         ctx.set_materialize_grads(False)
@@ -206,13 +222,13 @@ class SSDScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, dt_plain = ctx.saved_tensors
+        x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, dt_plain, states = ctx.saved_tensors
         chunk_size, softplus, B_dtype, C_dtype, A_dtype, D_dtype = ctx.meta
         src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
         plain = _DtSource(x, dt_plain, None, None, None, False)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
         dx, dpre, dA, dB, dC, dD, dinit = _backward(
-            x, src, plain, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None
+            x, src, plain, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None, states=states
         )
         if slot_ids is not None:  # scatter the slot gradients back onto the M filter channels
             ddt = torch.zeros(dt.shape, device=dt.device, dtype=torch.float32)
@@ -226,8 +242,15 @@ class SSDScan(torch.autograd.Function):
         return (
             dx, ddt.to(dt.dtype), None, dbias, ddt_bias, dA.to(A_dtype), dB.to(B_dtype), dC.to(C_dtype),
             dD.to(D_dtype) if dD is not None else None,
-            dinit.to(ctx.init_dtype) if dinit is not None else None, None, None,
+            dinit.to(ctx.init_dtype) if dinit is not None else None, None, None, None,
         )
+
+
+def _save_states(*tensors) -> bool:
+    """Whether the forward stores its chunk states for the backward (SAVE_STATES): only when a
+    gradient will be taken (inside Function.forward, needs_input_grad is also set under
+    torch.no_grad)."""
+    return SAVE_STATES and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check(x: Tensor, A: Tensor, B: Tensor, C: Tensor, D, chunk_size: int) -> None:
@@ -253,7 +276,8 @@ def ssd_scan(
     initial_state (batch, nheads, headdim, dstate) or None
     -> y like x, final_state (batch, nheads, headdim, dstate) fp32."""
     _check(x, A, B, C, D, chunk_size)
-    return SSDScan.apply(x, dt, None, None, None, A, B, C, D, initial_state, chunk_size, False)
+    return SSDScan.apply(x, dt, None, None, None, A, B, C, D, initial_state, chunk_size, False,
+                         _save_states(x, dt, A, B, C, D, initial_state))
 
 
 def ssd_scan_routed(
@@ -269,4 +293,5 @@ def ssd_scan_routed(
     Other shapes and outputs: `ssd_scan`. Gradients flow to dt_raw, slot_bias and dt_bias
     (not to the integer slot_ids)."""
     _check(x, A, B, C, D, chunk_size)
-    return SSDScan.apply(x, dt_raw, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus)
+    return SSDScan.apply(x, dt_raw, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus,
+                         _save_states(x, dt_raw, slot_bias, dt_bias, A, B, C, D, initial_state))
