@@ -19,15 +19,18 @@ from torch import Tensor
 from .._buffers import empty as _empty
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
-# rows per program, warps, the products' precision ("ieee" or "tf32x3", kernel.py); H100 sweep
-# (benchmarks/diversity.py --sweep)
-CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee"}
+# rows per program, warps, the products' precision (kernel.py) for fp32 inputs ("dot": "ieee" or
+# "tf32x3") and for bf16 / fp16 ones ("dot_low": also "tf32", whose 10-bit mantissa holds an
+# 8-bit input's products to ~5e-4); H100 sweep (benchmarks/diversity.py --sweep)
+CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee", "dot_low": "ieee"}
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _dot() -> str:
-    return "ieee" if _INTERPRET else CONFIG["dot"]  # the interpreter computes every dot in fp32
+def _dot(y: Tensor) -> str:
+    if _INTERPRET:  # the interpreter computes every dot in fp32
+        return "ieee"
+    return CONFIG["dot"] if y.dtype == torch.float32 else CONFIG.get("dot_low", CONFIG["dot"])
 
 
 def _rows(y: Tensor) -> Tensor:
@@ -51,7 +54,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_fwd_kernel[(triton.cdiv(rows, br),)](
                 yr, part, rows, h, p, yr.stride(0), yr.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(), num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(yr), num_warps=CONFIG["num_warps"],
             )
         ctx.save_for_backward(yr)
         ctx.y_shape = y.shape
@@ -68,7 +71,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_bwd_kernel[(triton.cdiv(rows, br),)](
                 yr, dy, scale, rows, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(), num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(yr), num_warps=CONFIG["num_warps"],
             )
         return dy.reshape(ctx.y_shape)
 
