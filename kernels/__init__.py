@@ -10,6 +10,7 @@
     kernels/linear_attn/     linear attention and retention (references only: fla's kernels on CUDA)
     kernels/delta_rule/      DeltaNet's delta rule (references only: fla's kernels on CUDA)
     kernels/companion_scan/  Sparse Mamba's scan with a companion-form state matrix
+    kernels/slab.py          one gradient buffer for a split tensor, written in place by the ops
 
 Each op folder is split as `reference.py` (plain torch: for a recurrence `<op>_step`, the
 token-by-token `<op>_loop` that reads like the equation and the `<op>_chunked` form fast enough

@@ -2,7 +2,9 @@
 gradient, in Triton's CPU interpreter (fp32; the interpreter's bf16 products are not the GPU's):
 the chunk states stored by the forward for the backward (SAVE_STATES, the default) and
 recomputed by the backward, a length with a padded last chunk and one shorter than a chunk, two
-groups, D and an initial state or neither, NaN-poisoned outputs. The GPU suite
+groups, D and an initial state or neither, NaN-poisoned outputs; and Mamba2's chain of Triton
+ops with its splits through kernels/slab.py (gradients written in place) against torch.split.
+The GPU suite
 (tests/gpu/test_kernels.py) runs bf16 and the routed entry at the training shapes.
 
 Skipped where Triton is not installed (CI); run directly with
@@ -63,13 +65,59 @@ def _checks() -> list[dict]:
                     {"name": f"{tag} final_state", "err": _rel(fin, fr), "tol": TOL}]
             out += [{"name": f"{tag} d{k}", "err": _rel(gk, gr), "tol": TOL} for k, gk, gr in zip(names, grads, grads_r)]
     op.SAVE_STATES = True
-    return out
+    op._forward = forward
+    return out + _slab_chain_checks()
+
+
+def _slab_chain_checks() -> list[dict]:
+    """Mamba2's chain on the Triton ops (in_proj output -> split z, xBC, dt -> conv -> split x,
+    B, C -> SSD scan -> gated norm with z), the splits through kernels.slab (the conv, the scan
+    and the norm writing their input gradients into the slabs) against torch.split: the input
+    gradient and the conv's weight gradient, fp32."""
+    from kernels.conv.op import causal_conv1d
+    from kernels.norm.op import gated_rms_norm
+    from kernels.slab import GradSlab
+    from kernels.ssd.op import ssd_scan
+
+    b, t, h, p, n = 2, 37, 2, 16, 16
+    d, conv_dim = h * p, h * p + 2 * n
+    gen = torch.Generator().manual_seed(7)
+    zxbcdt0 = torch.randn(b, t, d + conv_dim + h, generator=gen)
+    w = 0.5 * torch.randn(conv_dim, 4, generator=gen)
+    A = -(torch.rand(h, generator=gen) + 0.5)
+    gy = torch.randn(b, t, d, generator=gen)
+
+    def chain(use_slab):
+        zxbcdt = zxbcdt0.clone().requires_grad_(True)
+        wl = w.clone().requires_grad_(True)
+        slab = GradSlab(zxbcdt, [d, conv_dim, h]) if use_slab else None
+        z, xBC, dt = slab.split(zxbcdt) if slab else torch.split(zxbcdt, [d, conv_dim, h], dim=-1)
+        xBC = causal_conv1d(xBC, wl, None, True, dx_into=slab.part(1) if slab else None)
+        slab2 = GradSlab(xBC, [d, n, n]) if slab else None
+        x, B, C = slab2.split(xBC) if slab2 else torch.split(xBC, [d, n, n], dim=-1)
+        into = tuple(slab2.part(i) for i in range(3)) if slab2 else None
+        y, _ = ssd_scan(x.reshape(b, t, h, p), torch.nn.functional.softplus(dt), A, B.reshape(b, t, 1, n),
+                        C.reshape(b, t, 1, n), chunk_size=16, grad_into=into)
+        out = gated_rms_norm(y.reshape(b, t, d), z, torch.ones(d), dz_into=slab.part(0) if slab else None)
+        return torch.autograd.grad((out * gy).sum(), (zxbcdt, wl))
+
+    import kernels.slab
+
+    same, real = [], kernels.slab._same  # per piece: written in place by its op (no copy)?
+    kernels.slab._same = lambda a, b: same.append(real(a, b)) or same[-1]
+    ref, got = chain(False), chain(True)
+    kernels.slab._same = real
+    # xBC's split first (x, B, C: the scan's), then zxbcdt's (z: the norm's, xBC: the conv's; dt
+    # comes through softplus: copied)
+    in_place = {"name": "slab chain pieces written in place", "err": float(same != [True] * 5 + [False]), "tol": 0}
+    return [in_place] + [{"name": f"slab chain d{k}", "err": _rel(g, r), "tol": 1e-6}
+                         for k, g, r in zip(("zxbcdt", "w"), got, ref)]
 
 
 @needs_triton
 def test_ssd_in_interpreter():
     results = run_in_interpreter(__file__)
-    assert len(results) == 2 * sum(3 + 5 + 2 * extras for *_, extras in CASES)
+    assert len(results) == 2 * sum(3 + 5 + 2 * extras for *_, extras in CASES) + 3
 
 
 if __name__ == "__main__":

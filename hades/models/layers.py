@@ -46,9 +46,10 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.use_kernel = False  # fast path as RMSNorm's: the fused Triton gated norm of kernels/norm
 
-    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+    def forward(self, y: Tensor, z: Tensor, dz_into=None) -> Tensor:
+        """dz_into: a `kernels.slab.GradSlab` part for z's gradient (the fused kernel's), or None."""
         if self.use_kernel and y.is_cuda:
-            return gated_rms_norm(y, z, self.weight, self.eps, self.group_size)
+            return gated_rms_norm(y, z, self.weight, self.eps, self.group_size, dz_into=dz_into)
         dtype = y.dtype
         ct = torch.promote_types(dtype, torch.float32)  # fp64 stays fp64
         h = y.to(ct) * F.silu(z.to(ct))
@@ -73,13 +74,14 @@ class ShortConv(nn.Module):
         # CUDA, 3-8x faster than nn.Conv1d + SiLU on the H100 (docs/benchmarks.md).
         self.use_kernel = False
 
-    def forward(self, x: Tensor, return_state: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, return_state: bool = False, dx_into=None) -> tuple[Tensor, Tensor | None]:
+        """dx_into: a `kernels.slab.GradSlab` part for x's gradient (the Triton conv's), or None."""
         T = x.shape[1]
         xt = x.transpose(1, 2)  # (B, C, T)
         if self.use_kernel and x.is_cuda:
             from kernels.conv import causal_conv1d
 
-            y = causal_conv1d(x, self.conv.weight, self.conv.bias, self.activation)
+            y = causal_conv1d(x, self.conv.weight, self.conv.bias, self.activation, dx_into=dx_into)
         else:
             y = self.conv(xt)[..., :T].transpose(1, 2)
             if self.activation:

@@ -16,6 +16,7 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
+from ..slab import into as _into
 from .kernel import conv_bwd_kernel, conv_bwd_stream_kernel, conv_fwd_kernel, conv_fwd_stream_kernel
 
 # fwd and bwd: layout "stream" (`conv_fwd_stream_kernel`, `conv_bwd_stream_kernel`: segments of
@@ -37,7 +38,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 class CausalConv1d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, activation):
+    def forward(ctx, x, weight, bias, activation, dx_into):
         b, t, ch = x.shape
         k = weight.shape[-1]
         w = weight.reshape(ch, k).contiguous()
@@ -56,6 +57,7 @@ class CausalConv1d(torch.autograd.Function):
             conv_fwd_kernel[(triton.cdiv(t, bt), triton.cdiv(ch, bc), b)](*args, *x.stride(), *y.stride(), **meta)
         ctx.save_for_backward(x, w, bias)
         ctx.activation = activation
+        ctx.dx_into = dx_into
         ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
         return y
 
@@ -64,7 +66,7 @@ class CausalConv1d(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors
         b, t, ch = x.shape
         k = w.shape[-1]
-        dx = _empty(b, t, ch, like=x)
+        dx = _into(ctx.dx_into, (b, t, ch), like=x)
         cfg = CONFIG["bwd"]
         stream = cfg["layout"] == "stream" and 2 <= k <= cfg["BLOCK_T"] + 1  # (its tail needs K-1 <= BLOCK_T rows)
         if not stream:
@@ -84,14 +86,16 @@ class CausalConv1d(torch.autograd.Function):
             conv_bwd_kernel[(nt, triton.cdiv(ch, bc), b)](*args, *strides, **meta)
         dw = dw_part.sum(0).reshape(ctx.w_shape).to(ctx.w_dtype)
         db = db_part.sum(0).to(bias.dtype) if bias is not None else None
-        return dx, dw, db, None
+        return dx, dw, db, None, None
 
 
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: bool = True) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: bool = True,
+                  dx_into=None) -> Tensor:
     """Depthwise causal conv over time (+ SiLU), Triton. x (batch, seqlen, channels);
     weight (channels, K) (an nn.Conv1d weight (channels, 1, K) works too); bias (channels,)
-    or None -> y (batch, seqlen, channels) in x's dtype."""
+    or None -> y (batch, seqlen, channels) in x's dtype. dx_into: a `kernels.slab.GradSlab` part
+    that x's gradient is written into (x a piece of the slab's split), or None."""
     assert x.is_cuda or _INTERPRET, "the Triton conv needs CUDA tensors"
     ch = x.shape[-1]
     assert weight.numel() % ch == 0 and weight.shape[0] == ch, f"weight must be (channels={ch}, K), got {tuple(weight.shape)}"
-    return CausalConv1d.apply(x, weight, bias, activation)
+    return CausalConv1d.apply(x, weight, bias, activation, dx_into)

@@ -38,13 +38,16 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
     return rms_norm_ref(x, weight, eps)
 
 
-def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None) -> Tensor:
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
+                   dz_into=None) -> Tensor:
     """y, z (..., dim), any leading dims and strides, dtypes may differ; weight (dim,) ->
     h / sqrt(mean_group(h^2) + eps) * weight with h = y * silu(z) and the mean over each group of
-    group_size consecutive channels (None = dim), (..., dim) in y's dtype; fp32 statistics."""
+    group_size consecutive channels (None = dim), (..., dim) in y's dtype; fp32 statistics.
+    dz_into: a `kernels.slab.GradSlab` part for z's gradient (the Triton path writes it there;
+    the reference ignores it, and the slab's split copies the gradient in)."""
     op = _op((y, z, weight), group_size or y.shape[-1])
     if op is not None:
-        return op.gated_rms_norm(y, z, weight, eps, group_size)
+        return op.gated_rms_norm(y, z, weight, eps, group_size, dz_into=dz_into)
     return gated_rms_norm_ref(y, z, weight, eps, group_size)
 
 

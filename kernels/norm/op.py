@@ -19,6 +19,7 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
+from ..slab import into as _into
 from .kernel import norm_bwd_kernel, norm_fwd_kernel
 
 # FWD_TILE / BWD_TILE: elements (rows x next_power_of_2(group)) of one program's tile; a row is
@@ -50,7 +51,7 @@ class RMSNormFn(torch.autograd.Function):
     """out = h * rstd * weight per group of `group_size` channels, h = x or x * silu(z)."""
 
     @staticmethod
-    def forward(ctx, x, z, weight, eps, group_size):
+    def forward(ctx, x, z, weight, eps, group_size, dz_into):
         dim = x.shape[-1]
         x2 = _rows(x)
         z2 = _rows(z) if z is not None else None
@@ -68,6 +69,7 @@ class RMSNormFn(torch.autograd.Function):
             )
         ctx.save_for_backward(x2, z2, w, rstd)
         ctx.group_size = group_size
+        ctx.dz_into = dz_into
         ctx.shapes = (x.shape, None if z is None else z.shape)
         ctx.w_dtype = weight.dtype
         return out.reshape(x.shape)
@@ -81,7 +83,7 @@ class RMSNormFn(torch.autograd.Function):
         ng = dim // gs
         dout2 = _rows(dout)
         dx = _empty(m, dim, like=x2)
-        dz = _empty(m, dim, like=z2) if z2 is not None else None
+        dz = _into(ctx.dz_into, (m, dim), like=z2) if z2 is not None else None
         if m == 0:
             dw = torch.zeros(dim, device=w.device, dtype=ctx.w_dtype)
         else:
@@ -99,7 +101,7 @@ class RMSNormFn(torch.autograd.Function):
                 G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, num_warps=CONFIG["BWD_WARPS"],
             )
             dw = dw_part.sum(0).to(ctx.w_dtype)
-        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None
+        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None
 
 
 def _check(x: Tensor, weight: Tensor, group_size: int) -> None:
@@ -113,13 +115,15 @@ def _check(x: Tensor, weight: Tensor, group_size: int) -> None:
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
     """x (..., dim), weight (dim,) -> x / sqrt(mean(x^2) + eps) * weight, (..., dim) in x's dtype; Triton."""
     _check(x, weight, x.shape[-1])
-    return RMSNormFn.apply(x, None, weight, eps, x.shape[-1])
+    return RMSNormFn.apply(x, None, weight, eps, x.shape[-1], None)
 
 
-def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None) -> Tensor:
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
+                   dz_into=None) -> Tensor:
     """y, z (..., dim), weight (dim,) -> RMSNorm(y * silu(z)) per group of group_size channels
-    (None = dim), (..., dim) in y's dtype; Triton."""
+    (None = dim), (..., dim) in y's dtype; Triton. dz_into: a `kernels.slab.GradSlab` part
+    that z's gradient is written into (z a piece of the slab's split), or None."""
     group_size = group_size or y.shape[-1]
     assert z.shape == y.shape, f"y and z must have one shape, got {tuple(y.shape)} and {tuple(z.shape)}"
     _check(y, weight, group_size)
-    return RMSNormFn.apply(y, z, weight, eps, group_size)
+    return RMSNormFn.apply(y, z, weight, eps, group_size, dz_into)

@@ -33,12 +33,15 @@ def ssd_scan(
     D: Tensor | None = None,
     initial_state: Tensor | None = None,
     chunk_size: int = 64,
+    grad_into=None,
 ) -> tuple[Tensor, Tensor]:
-    """y, final_state = SSD scan of x. Triton for CUDA inputs when available, else `ssd_chunked`."""
+    """y, final_state = SSD scan of x. Triton for CUDA inputs when available, else `ssd_chunked`.
+    grad_into: `kernels.slab.GradSlab` parts for the gradients of x, B, C (Triton path; the
+    reference ignores them)."""
     if x.is_cuda:
         op = _triton_op()
         if op is not None:
-            return op(x, dt, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size)
+            return op(x, dt, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size, grad_into=grad_into)
     return ssd_chunked(x, dt, A, B, C, D, initial_state=initial_state, chunk_size=chunk_size)
 
 

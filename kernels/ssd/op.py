@@ -28,6 +28,7 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
+from ..slab import into as _into
 from .kernel import ssd_bwd_chunk_kernel, ssd_bwd_dstate_kernel, ssd_dt_kernel, ssd_fwd_kernel
 
 # Launch parameters per kernel (tuned on an H100 by benchmarks/ssd.py; see docs/benchmarks.md).
@@ -151,9 +152,11 @@ def _forward(x, src: _DtSource, A, B, C, D, init, chunk_size, compute_y=True, st
     return y, final, states
 
 
-def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit, states=None):
+def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size, dy, dfinal, need_dinit, states=None,
+              dx_into=None):
     """src: Δ's source (the chunk kernel also needs the pre-softplus value); plain: dt itself;
-    states: the forward's stored entering states, or None (recomputed here)."""
+    states: the forward's stored entering states, or None (recomputed here); dx_into: the slab
+    part dx is written into, or None."""
     b, t, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     nchunks = triton.cdiv(t, chunk_size)
@@ -177,7 +180,7 @@ def _backward(x, src: _DtSource, plain: _DtSource, A, B, C, D, init, chunk_size,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
 
-    dx = _empty(*x.shape, like=x)
+    dx = _into(dx_into, x.shape, like=x)
     dpre = _empty(b, t, h, like=x, dtype=torch.float32)
     dB = torch.zeros(b, t, g, n, device=x.device, dtype=torch.float32)
     dC = torch.zeros_like(dB)
@@ -206,7 +209,8 @@ class SSDScan(torch.autograd.Function):
     """y, final_state = SSD scan; Δ read through `_DtSource` (plain dt or routed dt_raw)."""
 
     @staticmethod
-    def forward(ctx, x, dt, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus, save):
+    def forward(ctx, x, dt, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus, save,
+                grad_into):
         src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
         A32 = A.float().contiguous()
         D32 = D.float().contiguous() if D is not None else None
@@ -217,6 +221,7 @@ class SSDScan(torch.autograd.Function):
         ctx.save_for_backward(x, dt, slot_ids, slot_bias, dt_bias, A32, Bx, Cx, D32, init, plain.dt, states)
         ctx.meta = (chunk_size, softplus, B.dtype, C.dtype, A.dtype, None if D is None else D.dtype)
         ctx.init_dtype = None if initial_state is None else initial_state.dtype
+        ctx.grad_into = grad_into or (None, None, None)
         ctx.set_materialize_grads(False)
         return y, final
 
@@ -227,9 +232,14 @@ class SSDScan(torch.autograd.Function):
         src = _DtSource(x, dt, slot_ids, slot_bias, dt_bias, softplus)
         plain = _DtSource(x, dt_plain, None, None, None, False)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
+        x_into, B_into, C_into = ctx.grad_into
         dx, dpre, dA, dB, dC, dD, dinit = _backward(
-            x, src, plain, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None, states=states
+            x, src, plain, A32, Bx, Cx, D32, init, chunk_size, dy, dfinal, need_dinit=init is not None, states=states,
+            dx_into=x_into,
         )
+        # dB, dC (fp32 sums) cast into their slab parts, or to fresh tensors
+        dB = _into(B_into, dB.shape, like=Bx.new_empty(0, dtype=B_dtype)).copy_(dB) if B_into else dB.to(B_dtype)
+        dC = _into(C_into, dC.shape, like=Cx.new_empty(0, dtype=C_dtype)).copy_(dC) if C_into else dC.to(C_dtype)
         if slot_ids is not None:  # scatter the slot gradients back onto the M filter channels
             ddt = torch.zeros(dt.shape, device=dt.device, dtype=torch.float32)
             ddt.scatter_add_(2, slot_ids.long(), dpre)
@@ -240,9 +250,9 @@ class SSDScan(torch.autograd.Function):
         if ddt_bias is not None:
             ddt_bias = (ddt_bias.sum() if dt_bias.numel() == 1 else ddt_bias).reshape(dt_bias.shape).to(dt_bias.dtype)
         return (
-            dx, ddt.to(dt.dtype), None, dbias, ddt_bias, dA.to(A_dtype), dB.to(B_dtype), dC.to(C_dtype),
+            dx, ddt.to(dt.dtype), None, dbias, ddt_bias, dA.to(A_dtype), dB, dC,
             dD.to(D_dtype) if dD is not None else None,
-            dinit.to(ctx.init_dtype) if dinit is not None else None, None, None, None,
+            dinit.to(ctx.init_dtype) if dinit is not None else None, None, None, None, None,
         )
 
 
@@ -267,31 +277,33 @@ def _check(x: Tensor, A: Tensor, B: Tensor, C: Tensor, D, chunk_size: int) -> No
 
 def ssd_scan(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-    initial_state: Tensor | None = None, chunk_size: int = 64,
+    initial_state: Tensor | None = None, chunk_size: int = 64, grad_into=None,
 ) -> tuple[Tensor, Tensor]:
     """Triton SSD scan with dt after softplus; same contract as `reference.ssd_chunked`.
 
     x (batch, seqlen, nheads, headdim), dt (batch, seqlen, nheads), A (nheads,),
     B/C (batch, seqlen, ngroups, dstate), D (nheads,) or None,
     initial_state (batch, nheads, headdim, dstate) or None
-    -> y like x, final_state (batch, nheads, headdim, dstate) fp32."""
+    -> y like x, final_state (batch, nheads, headdim, dstate) fp32.
+    grad_into: (x, B, C) `kernels.slab.GradSlab` parts (or None each) that the gradients of x,
+    B, C are written into, x, B, C being pieces of that slab's split (viewed as heads, groups)."""
     _check(x, A, B, C, D, chunk_size)
     return SSDScan.apply(x, dt, None, None, None, A, B, C, D, initial_state, chunk_size, False,
-                         _save_states(x, dt, A, B, C, D, initial_state))
+                         _save_states(x, dt, A, B, C, D, initial_state), grad_into)
 
 
 def ssd_scan_routed(
     x: Tensor, dt_raw: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
     dt_bias: Tensor | None = None, slot_ids: Tensor | None = None, slot_bias: Tensor | None = None,
-    initial_state: Tensor | None = None, chunk_size: int = 64, softplus: bool = True,
+    initial_state: Tensor | None = None, chunk_size: int = 64, softplus: bool = True, grad_into=None,
 ) -> tuple[Tensor, Tensor]:
     """Fused HADES / Mamba2 scan: Δ = softplus(dt_raw[b, t, slot_ids[b, t, h]] + slot_bias + dt_bias)
     formed inside the kernels (plain-torch definition: `kernels.ssd.routing.routed_dt`).
 
     dt_raw (batch, seqlen, M) with slot_ids (batch, seqlen, nheads), or (batch, seqlen, nheads)
     without; slot_bias (batch, seqlen, nheads) or None; dt_bias (nheads,), () or None.
-    Other shapes and outputs: `ssd_scan`. Gradients flow to dt_raw, slot_bias and dt_bias
-    (not to the integer slot_ids)."""
+    Other shapes, outputs and grad_into: `ssd_scan`. Gradients flow to dt_raw, slot_bias and
+    dt_bias (not to the integer slot_ids)."""
     _check(x, A, B, C, D, chunk_size)
     return SSDScan.apply(x, dt_raw, slot_ids, slot_bias, dt_bias, A, B, C, D, initial_state, chunk_size, softplus,
-                         _save_states(x, dt_raw, slot_bias, dt_bias, A, B, C, D, initial_state))
+                         _save_states(x, dt_raw, slot_bias, dt_bias, A, B, C, D, initial_state), grad_into)

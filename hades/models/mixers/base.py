@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from hades.config import ModelConfig
+from kernels.slab import GradSlab
 
 State = dict[str, Tensor]
 
@@ -52,6 +53,14 @@ class Mixer(nn.Module):
     def use_fast_path(self, x: Tensor) -> bool:
         """Kernels on CUDA unless the config asks for the reference (cfg.kernel)."""
         return self.cfg.kernel == "auto" and x.is_cuda
+
+    def grad_slab(self, t: Tensor, sizes: list[int]) -> GradSlab | None:
+        """A `kernels.slab.GradSlab` for splitting t into column pieces of `sizes` on the fast
+        path when a gradient will flow (the kernels that consume the pieces write their
+        gradients into it: no concatenation in the split's backward), else None."""
+        if self.use_fast_path(t) and torch.is_grad_enabled() and t.requires_grad:
+            return GradSlab(t, sizes)
+        return None
 
     # -- recurrent decoding ----------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:

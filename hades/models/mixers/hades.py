@@ -162,15 +162,18 @@ class HadesMixer(Mixer):
         return torch.arange(self.n_candidates, self.n_filters, device=device)
 
     # -- steps 1, 2: projections ---------------------------------------------------------------
-    def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(..., in_proj width) -> z (..., H P), xBC (..., H P + 2 G N), dt_raw (..., M)."""
-        conv_dim = self.d_ssm + 2 * self.n_groups * self.d_state
-        return torch.split(zxbcdt, [self.d_ssm, conv_dim, self.n_filters], dim=-1)
+    def _sizes(self) -> list[int]:
+        return [self.d_ssm, self.d_ssm + 2 * self.n_groups * self.d_state, self.n_filters]
 
-    def _ssm_inputs(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(..., H P + 2 G N) -> x (..., H, P), B, C (..., G, N)."""
+    def _split(self, zxbcdt: Tensor, slab=None) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., in_proj width) -> z (..., H P), xBC (..., H P + 2 G N), dt_raw (..., M); slab:
+        the `grad_slab` of zxbcdt, or None."""
+        return slab.split(zxbcdt) if slab is not None else torch.split(zxbcdt, self._sizes(), dim=-1)
+
+    def _ssm_inputs(self, xBC: Tensor, slab=None) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., H P + 2 G N) -> x (..., H, P), B, C (..., G, N); slab: xBC's, or None."""
         gn = self.n_groups * self.d_state
-        x, B, C = torch.split(xBC, [self.d_ssm, gn, gn], dim=-1)
+        x, B, C = slab.split(xBC) if slab is not None else torch.split(xBC, [self.d_ssm, gn, gn], dim=-1)
         x = rearrange(x, "... (h p) -> ... h p", p=self.head_dim)
         B = rearrange(B, "... (g n) -> ... g n", g=self.n_groups)
         C = rearrange(C, "... (g n) -> ... g n", g=self.n_groups)
@@ -270,9 +273,12 @@ class HadesMixer(Mixer):
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
         b, t, _ = u.shape
         zxbcdt, v = self._projections(u)  # step 1 and the router's product (step 4)
-        z, xBC, dt_raw = self._split(zxbcdt)
-        xBC, conv_state = self.conv(xBC, return_state=return_state)  # step 2
-        x, B, C = self._ssm_inputs(xBC)
+        slab = self.grad_slab(zxbcdt, self._sizes())  # (the gradients of z, xBC written in place)
+        z, xBC, dt_raw = self._split(zxbcdt, slab)
+        xBC, conv_state = self.conv(xBC, return_state=return_state, dx_into=slab and slab.part(1))  # step 2
+        gn = self.n_groups * self.d_state
+        slab_xbc = self.grad_slab(xBC, [self.d_ssm, gn, gn]) if slab is not None else None
+        x, B, C = self._ssm_inputs(xBC, slab_xbc)
 
         # steps 3-6 and the balance loss (step 9): ~30 small tensor ops, fused by torch.compile
         # when training on CUDA (`_route_from_proj`)
@@ -287,10 +293,13 @@ class HadesMixer(Mixer):
         self.hook_routing(ids)
 
         A = -torch.exp(self.A_log.float())  # step 7
-        scan = ssd_scan if self.use_fast_path(x) else ssd_chunked
-        y, ssm_state = scan(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
+        if self.use_fast_path(x):
+            into = {"grad_into": tuple(slab_xbc.part(i) for i in range(3))} if slab_xbc is not None else {}
+            y, ssm_state = ssd_scan(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size, **into)
+        else:
+            y, ssm_state = ssd_chunked(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
 
-        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z)  # step 8
+        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z, dz_into=slab and slab.part(0))  # step 8
         slots = self.hook_slot_outputs(rearrange(y, "b t (h p) -> b t h p", p=self.head_dim))
         out = self.out_proj(rearrange(slots, "b t h p -> b t (h p)"))
 

@@ -71,16 +71,20 @@ class Mamba2(Mixer):
     def no_weight_decay(self) -> set[str]:
         return {"A_log", "D", "dt_bias"}
 
-    def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(..., in_proj width) -> z (..., d_inner), xBC (..., conv channels), dt (..., nheads)."""
+    def _sizes(self) -> list[int]:
         gn = self.n_groups * self.d_state
-        return torch.split(zxbcdt, [self.d_inner, self.d_inner + 2 * gn, self.n_heads], dim=-1)
+        return [self.d_inner, self.d_inner + 2 * gn, self.n_heads]
 
-    def _ssm_inputs(self, xBC: Tensor, dt: Tensor):
+    def _split(self, zxbcdt: Tensor, slab=None) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., in_proj width) -> z (..., d_inner), xBC (..., conv channels), dt (..., nheads);
+        slab: the `grad_slab` of zxbcdt, or None."""
+        return slab.split(zxbcdt) if slab is not None else torch.split(zxbcdt, self._sizes(), dim=-1)
+
+    def _ssm_inputs(self, xBC: Tensor, dt: Tensor, slab=None):
         """(..., conv channels), (..., nheads) -> x (..., nheads, head_dim), B, C
-        (..., n_groups, d_state), dt (..., nheads) in fp32 after softplus."""
+        (..., n_groups, d_state), dt (..., nheads) in fp32 after softplus; slab: xBC's, or None."""
         gn = self.n_groups * self.d_state
-        x, B, C = torch.split(xBC, [self.d_inner, gn, gn], dim=-1)
+        x, B, C = slab.split(xBC) if slab is not None else torch.split(xBC, [self.d_inner, gn, gn], dim=-1)
         x = rearrange(x, "... (h p) -> ... h p", p=self.head_dim)
         B = rearrange(B, "... (g n) -> ... g n", g=self.n_groups)
         C = rearrange(C, "... (g n) -> ... g n", g=self.n_groups)
@@ -89,13 +93,20 @@ class Mamba2(Mixer):
         return x, B, C, dt
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
-        z, xBC, dt = self._split(self.in_proj(u))
-        xBC, conv_state = self.conv(xBC, return_state=return_state)
-        x, B, C, dt = self._ssm_inputs(xBC, dt)
+        zxbcdt = self.in_proj(u)
+        slab = self.grad_slab(zxbcdt, self._sizes())  # (the gradients of z, xBC written in place)
+        z, xBC, dt = self._split(zxbcdt, slab)
+        xBC, conv_state = self.conv(xBC, return_state=return_state, dx_into=slab and slab.part(1))
+        gn = self.n_groups * self.d_state
+        slab_xbc = self.grad_slab(xBC, [self.d_inner, gn, gn]) if slab is not None else None
+        x, B, C, dt = self._ssm_inputs(xBC, dt, slab_xbc)
         A = -torch.exp(self.A_log.float())
-        scan = ssd_scan if self.use_fast_path(x) else ssd_chunked
-        y, ssm_state = scan(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
-        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z)
+        if self.use_fast_path(x):
+            into = {"grad_into": tuple(slab_xbc.part(i) for i in range(3))} if slab_xbc is not None else {}
+            y, ssm_state = ssd_scan(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size, **into)
+        else:
+            y, ssm_state = ssd_chunked(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
+        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z, dz_into=slab and slab.part(0))
         state = {"conv": conv_state, "ssm": ssm_state} if return_state else None
         return MixerOutput(self.out_proj(y), {}, state)
 
