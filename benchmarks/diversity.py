@@ -57,7 +57,7 @@ def main(argv=None):
         saved = dict(op.CONFIG)
         ref = diversity_loss_ref(y.detach().float())
         for dot, br, nw in itertools.product(["ieee", "tf32x3", "tf32"], [4, 8, 16], [2, 4]):
-            op.CONFIG.update(BLOCK_R=br, num_warps=nw, dot_low=dot)  # (y is bf16: dot_low)
+            op.CONFIG.update(BLOCK_R=br, num_warps_low=nw, dot_low=dot)  # (y is bf16: the *_low choices)
             row = {"dot_low": dot, "BLOCK_R": br, "num_warps": nw}
             try:
                 row["rel_err"] = float((op.diversity_loss(y.detach()) - ref).abs() / ref.abs())

@@ -277,9 +277,9 @@ def conv_fwd_stream_kernel(
     x_off = b * s_x_b + offs_c * s_x_c
     y_off = b * s_y_b + offs_c * s_y_c
     xw = ()
-    for j in tl.static_range(K - 1):
-        r = T0 - (K - 1) + j
-        xw = xw + (tl.load(x_ptr + x_off + r * s_x_t, mask=(r >= 0) & cmask, other=0.0).to(tl.float32),)
+    for j in tl.static_range(K - 1):  # (a row index named apart from the loop's constexpr ones)
+        row = T0 - (K - 1) + j
+        xw = xw + (tl.load(x_ptr + x_off + row * s_x_t, mask=(row >= 0) & cmask, other=0.0).to(tl.float32),)
     cur = _stream_load_x(x_ptr, T0, T, x_off, s_x_t, cmask, BLOCK_T)
     for i in range(SEG // BLOCK_T):
         t0 = T0 + i * BLOCK_T

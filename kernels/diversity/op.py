@@ -20,17 +20,21 @@ from .._buffers import empty as _empty
 from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 
 # rows per program, warps, the products' precision (kernel.py) for fp32 inputs ("dot": "ieee" or
-# "tf32x3") and for bf16 / fp16 ones ("dot_low": also "tf32", whose 10-bit mantissa holds an
-# 8-bit input's products to ~5e-4); H100 sweep (benchmarks/diversity.py --sweep)
-CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee", "dot_low": "ieee"}
+# "tf32x3"; H100 sweep) and for bf16 / fp16 ones ("dot_low": also "tf32", whose 10-bit mantissa
+# holds an 8-bit input's products to ~5e-4, with num_warps_low): `benchmarks/diversity.py
+# --sweep` on an H200 (docs/benchmarks.md section 8): bf16 slots (8, 2048, 16, 64), tf32 at 4
+# warps 0.024 / 0.044 ms forward / backward against 0.068 / 0.116 for ieee, loss within 1.4e-3
+CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee", "dot_low": "tf32", "num_warps_low": 4}
 EPS = 1e-12  # F.normalize's default
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _dot(y: Tensor) -> str:
-    if _INTERPRET:  # the interpreter computes every dot in fp32
-        return "ieee"
-    return CONFIG["dot"] if y.dtype == torch.float32 else CONFIG.get("dot_low", CONFIG["dot"])
+def _launch(y: Tensor) -> dict:
+    """The products' precision and the warps for y's dtype (CONFIG)."""
+    low = y.dtype != torch.float32
+    dot = CONFIG.get("dot_low", CONFIG["dot"]) if low else CONFIG["dot"]
+    warps = CONFIG.get("num_warps_low", CONFIG["num_warps"]) if low else CONFIG["num_warps"]
+    return {"DOT": "ieee" if _INTERPRET else dot, "num_warps": warps}  # (the interpreter: every dot in fp32)
 
 
 def _rows(y: Tensor) -> Tensor:
@@ -54,7 +58,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_fwd_kernel[(triton.cdiv(rows, br),)](
                 yr, part, rows, h, p, yr.stride(0), yr.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(yr), num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, **_launch(yr),
             )
         ctx.save_for_backward(yr)
         ctx.y_shape = y.shape
@@ -71,7 +75,7 @@ class DiversityLoss(torch.autograd.Function):
         if rows:
             diversity_bwd_kernel[(triton.cdiv(rows, br),)](
                 yr, dy, scale, rows, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
-                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, DOT=_dot(yr), num_warps=CONFIG["num_warps"],
+                BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, **_launch(yr),
             )
         return dy.reshape(ctx.y_shape)
 
