@@ -181,14 +181,45 @@ def _interpreter_checks() -> list[dict]:
         for k, a, b, t in zip(("dy", "dz", "dw") if kind == "gated" else ("dx", "dw"), g, g_r, args):
             out.append({"name": f"{name} {k}", "err": _rel(a, b), "tol": TRITON_TOL[str(t.dtype).replace("torch.", "")]})
     op.CONFIG.update(FWD_TILE=4096, BWD_TILE=4096)
-    return out
+    return out + _residual_checks()
+
+
+def _residual_checks() -> list[dict]:
+    """Three pre-norm blocks x <- x + f(rms_norm(x)), f a product and a tanh (bf16 like the
+    mixers' outputs): with the residual's gradient added in the norm's backward kernel
+    (residual_add and a ResidualGrad holder) == with x + y, fp32 residual stream; every
+    gradient (the input and the norms' weights), and no holder left holding a gradient."""
+    from kernels.norm import op
+
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.randn(2, 9, 64, generator=gen)
+    ws = [(1 + 0.3 * torch.randn(64, generator=gen)) for _ in range(3)]
+    ms = [0.2 * torch.randn(64, 64, generator=gen) for _ in range(3)]
+    dout = torch.randn(2, 9, 64, generator=gen)
+
+    def blocks(fused):
+        x = x0.clone().requires_grad_(True)
+        wl = [w.clone().requires_grad_(True) for w in ws]
+        h, holders = x, []
+        for w, m in zip(wl, ms):
+            res = op.ResidualGrad() if fused else None
+            y = torch.tanh(op.rms_norm(h, w, 1e-5, residual=res) @ m).to(torch.bfloat16)
+            h = op.residual_add(h, y, res) if fused else h + y
+            holders.append(res)
+        grads = torch.autograd.grad((h * dout).sum(), [x, *wl])
+        return grads, holders
+
+    (ref, _), (got, holders) = blocks(False), blocks(True)
+    left = {"name": "residual holders emptied", "err": float(any(r.g is not None for r in holders)), "tol": 0.0}
+    return [left] + [{"name": f"residual_add d{k}", "err": _rel(a, b), "tol": 1e-6}
+                     for k, a, b in zip(("x", "w0", "w1", "w2"), got, ref)]
 
 
 @needs_triton
 def test_triton_kernels_in_interpreter():
     results = run_in_interpreter(__file__)
     n_grads = sum(1 if c[0] == "rms_no_rows" else 4 if c[1] == "gated" else 3 for c in INTERPRETER_CASES)
-    assert len(results) == len(INTERPRETER_CASES) + n_grads, f"{len(results)} checks"
+    assert len(results) == len(INTERPRETER_CASES) + n_grads + 5, f"{len(results)} checks"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.norm import gated_rms_norm, rms_norm
+from kernels.norm import gated_rms_norm, residual_grad, rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -21,9 +21,17 @@ class RMSNorm(nn.Module):
         # one kernel per direction instead of ~10 fp32 elementwise kernels forward, ~20 backward.
         self.use_kernel = False
 
-    def forward(self, x: Tensor) -> Tensor:
+    def residual_grad(self, x: Tensor):
+        """The holder that fuses a pre-norm block's residual gradient into this norm's backward
+        kernel (`kernels.norm.residual_grad`), or None (the reference path; no gradient taken)."""
+        if self.use_kernel and x.is_cuda and torch.is_grad_enabled() and x.requires_grad:
+            return residual_grad(x, self.weight)
+        return None
+
+    def forward(self, x: Tensor, residual=None) -> Tensor:
         if self.use_kernel and x.is_cuda:
-            return rms_norm(x, self.weight, self.eps)
+            return rms_norm(x, self.weight, self.eps, residual=residual)
+        assert residual is None, "residual: the kernel path's (RMSNorm.residual_grad)"
         # fp32 statistics for half-precision activations; fp64 stays fp64 (tight reference tests)
         ct = torch.promote_types(x.dtype, torch.float32)
         xf = x.to(ct)

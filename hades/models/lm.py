@@ -23,6 +23,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from hades.config import ModelConfig, check_model
 from kernels.cross_entropy import cross_entropy, cross_entropy_ref
+from kernels.norm import residual_add
 
 from .layers import GatedRMSNorm, RMSNorm, ShortConv, SwiGLU
 from .mixers import build_mixer, mixer_class
@@ -80,10 +81,14 @@ class Block(nn.Module):
             self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio)
 
     def forward(self, x: Tensor, return_state: bool = False):
-        out = self.mixer(self.norm(x), return_state=return_state)
-        x = x + out.y
+        # on the kernel path the residual's gradient is added inside the norm's backward kernel
+        # (kernels.norm.residual_add): no fp32 add of the residual stream per block
+        res = self.norm.residual_grad(x)
+        out = self.mixer(self.norm(x, residual=res), return_state=return_state)
+        x = residual_add(x, out.y, res)
         if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
+            res = self.mlp_norm.residual_grad(x)
+            x = residual_add(x, self.mlp(self.mlp_norm(x, residual=res)), res)
         return x, out.aux, out.state
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -29,13 +29,31 @@ def _op(tensors: tuple[Tensor, ...], group_size: int):
     return op if op is not None and group_size <= op.MAX_GROUP else None
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5, residual=None) -> Tensor:
     """x (..., dim), any leading dims and strides; weight (dim,) -> x / sqrt(mean(x^2) + eps) *
-    weight, (..., dim) in x's dtype; statistics in fp32 (fp64 for fp64 inputs)."""
+    weight, (..., dim) in x's dtype; statistics in fp32 (fp64 for fp64 inputs). residual: a
+    holder from `residual_grad(x, weight)` (the Triton path only; see `residual_add`)."""
     op = _op((x, weight), x.shape[-1])
     if op is not None:
-        return op.rms_norm(x, weight, eps)
+        return op.rms_norm(x, weight, eps, residual=residual)
+    assert residual is None, "a residual holder is for the Triton norm only (residual_grad returns None elsewhere)"
     return rms_norm_ref(x, weight, eps)
+
+
+def residual_grad(x: Tensor, weight: Tensor):
+    """For a pre-norm block x + f(rms_norm(x)): a holder to pass to `rms_norm(..., residual=)`
+    and `residual_add` when rms_norm(x, weight) runs the Triton kernels (the residual stream's
+    gradient is then added inside the norm's backward kernel), else None (use x + y)."""
+    op = _op((x, weight), x.shape[-1])
+    return op.ResidualGrad() if op is not None else None
+
+
+def residual_add(x: Tensor, y: Tensor, residual) -> Tensor:
+    """x + y; with a holder from `residual_grad`, x's gradient through the + goes to the norm's
+    backward kernel (kernels.norm.op.residual_add)."""
+    if residual is None:
+        return x + y
+    return triton_op(__name__).residual_add(x, y, residual)
 
 
 def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
@@ -51,4 +69,4 @@ def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, grou
     return gated_rms_norm_ref(y, z, weight, eps, group_size)
 
 
-__all__ = ["gated_rms_norm", "gated_rms_norm_ref", "rms_norm", "rms_norm_ref"]
+__all__ = ["gated_rms_norm", "gated_rms_norm_ref", "residual_add", "residual_grad", "rms_norm", "rms_norm_ref"]

@@ -53,14 +53,16 @@ def norm_fwd_kernel(
 
 @triton.jit
 def norm_bwd_kernel(
-    x_ptr, z_ptr, w_ptr, dout_ptr, rstd_ptr, dx_ptr, dz_ptr, dw_part_ptr,
-    M, NG, s_x, s_z, s_dout, s_dx, s_dz,
+    x_ptr, z_ptr, w_ptr, dout_ptr, rstd_ptr, dx_ptr, dz_ptr, dw_part_ptr, dres_ptr,
+    M, NG, s_x, s_z, s_dout, s_dx, s_dz, s_dres,
     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TILES: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_DRES: tl.constexpr,
 ):
     """Grid (cdiv(M, TILES * BLOCK_M), NG). Program (p, g) takes TILES tiles of BLOCK_M rows of
     group g from row p * TILES * BLOCK_M on and writes dw_part[p, g*G:(g+1)*G] (dw_part: fp32
     (grid[0], NG * G) contiguous). TILES is a compile-time loop bound (the launcher rounds it to
-    a power of 2). Layouts as the forward; dx, dz like x, z."""
+    a power of 2). Layouts as the forward; dx, dz like x, z. HAS_DRES (RMSNorm only): dres, like
+    x, is added into dx (the residual stream's gradient: `op.residual_add`)."""
     p = tl.program_id(0)
     g = tl.program_id(1)
     cols = tl.arange(0, BLOCK_D)
@@ -91,5 +93,7 @@ def norm_bwd_kernel(
             dz = dh * x * sg * (1.0 + z * (1.0 - sg))
             tl.store(dz_ptr + r64 * s_dz + ch, dz.to(dz_ptr.dtype.element_ty), mask=mask)
         else:
+            if HAS_DRES:
+                dh += tl.load(dres_ptr + r64 * s_dres + ch, mask=mask, other=0.0).to(tl.float32)
             tl.store(dx_ptr + r64 * s_dx + ch, dh.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.store(dw_part_ptr + p * (NG * G) + g * G + cols, tl.sum(dw, axis=0), mask=cmask)

@@ -51,7 +51,7 @@ class RMSNormFn(torch.autograd.Function):
     """out = h * rstd * weight per group of `group_size` channels, h = x or x * silu(z)."""
 
     @staticmethod
-    def forward(ctx, x, z, weight, eps, group_size, dz_into):
+    def forward(ctx, x, z, weight, eps, group_size, dz_into, residual):
         dim = x.shape[-1]
         x2 = _rows(x)
         z2 = _rows(z) if z is not None else None
@@ -69,7 +69,7 @@ class RMSNormFn(torch.autograd.Function):
             )
         ctx.save_for_backward(x2, z2, w, rstd)
         ctx.group_size = group_size
-        ctx.dz_into = dz_into
+        ctx.dz_into, ctx.residual = dz_into, residual
         ctx.shapes = (x.shape, None if z is None else z.shape)
         ctx.w_dtype = weight.dtype
         return out.reshape(x.shape)
@@ -82,6 +82,8 @@ class RMSNormFn(torch.autograd.Function):
         m, dim = x2.shape
         ng = dim // gs
         dout2 = _rows(dout)
+        dres = ctx.residual.take() if ctx.residual is not None else None  # (residual_add's backward left it)
+        dres2 = _rows(dres) if dres is not None else None
         dx = _empty(m, dim, like=x2)
         dz = _into(ctx.dz_into, (m, dim), like=z2) if z2 is not None else None
         if m == 0:
@@ -96,12 +98,47 @@ class RMSNormFn(torch.autograd.Function):
             dw_part = _empty(n_prog, dim, like=x2, dtype=torch.float32)
             norm_bwd_kernel[(n_prog, ng)](
                 x2, z2 if z2 is not None else x2, w, dout2, rstd, dx, dz if dz is not None else dx, dw_part,
+                dres2 if dres2 is not None else dx,
                 m, ng, x2.stride(0), z2.stride(0) if z2 is not None else 0, dout2.stride(0),
-                dx.stride(0), dz.stride(0) if dz is not None else 0,
-                G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, num_warps=CONFIG["BWD_WARPS"],
+                dx.stride(0), dz.stride(0) if dz is not None else 0, dres2.stride(0) if dres2 is not None else 0,
+                G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, HAS_DRES=dres2 is not None,
+                num_warps=CONFIG["BWD_WARPS"],
             )
             dw = dw_part.sum(0).to(ctx.w_dtype)
-        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None
+        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None, None
+
+
+class ResidualGrad:
+    """What `residual_add`'s backward hands to the `rms_norm` of the same x (one use)."""
+
+    def __init__(self):
+        self.g: Tensor | None = None
+
+    def take(self) -> Tensor:
+        g, self.g = self.g, None
+        assert g is not None, "rms_norm(residual=...) ran its backward before residual_add's (x + y not in the graph?)"
+        return g
+
+
+class _ResidualAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, residual):
+        ctx.residual, ctx.y_dtype = residual, y.dtype
+        return x + y
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.residual.g = g  # x's share: added by the norm's backward kernel
+        return None, g.to(ctx.y_dtype), None
+
+
+def residual_add(x: Tensor, y: Tensor, residual: ResidualGrad) -> Tensor:
+    """x + y, for a pre-norm block x + f(rms_norm(x, ..., residual=residual)): the gradient that
+    reaches x through the + is not passed to x here but added by that norm's backward kernel
+    (x's one other use), saving an fp32 add of the residual stream's size per block. Only for
+    that pattern: the norm must be this op (the kernel path) and run its backward after this one."""
+    assert x.shape == y.shape, f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+    return _ResidualAdd.apply(x, y, residual)
 
 
 def _check(x: Tensor, weight: Tensor, group_size: int) -> None:
@@ -112,10 +149,13 @@ def _check(x: Tensor, weight: Tensor, group_size: int) -> None:
     assert group_size <= MAX_GROUP, f"rows of {group_size} > MAX_GROUP={MAX_GROUP} channels: use the reference"
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
-    """x (..., dim), weight (dim,) -> x / sqrt(mean(x^2) + eps) * weight, (..., dim) in x's dtype; Triton."""
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5, residual: ResidualGrad | None = None) -> Tensor:
+    """x (..., dim), weight (dim,) -> x / sqrt(mean(x^2) + eps) * weight, (..., dim) in x's dtype; Triton.
+    residual: the holder of a `residual_add(x, y, residual)` (a pre-norm block's x + mixer(norm(x))):
+    the residual stream's gradient, which that add's backward leaves there instead of passing it
+    to x, is added into x's gradient inside the backward kernel (no separate fp32 add)."""
     _check(x, weight, x.shape[-1])
-    return RMSNormFn.apply(x, None, weight, eps, x.shape[-1], None)
+    return RMSNormFn.apply(x, None, weight, eps, x.shape[-1], None, residual)
 
 
 def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
@@ -126,4 +166,4 @@ def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, grou
     group_size = group_size or y.shape[-1]
     assert z.shape == y.shape, f"y and z must have one shape, got {tuple(y.shape)} and {tuple(z.shape)}"
     _check(y, weight, group_size)
-    return RMSNormFn.apply(y, z, weight, eps, group_size, dz_into)
+    return RMSNormFn.apply(y, z, weight, eps, group_size, dz_into, None)
