@@ -4,7 +4,7 @@ by the ops that consume the pieces, so that the split's backward is no concatena
 The Mamba-style mixers split the in-projection's output into z, xBC, dt and the conv's output
 into x, B, C; `torch.split`'s backward concatenates the pieces' gradients, a copy of the whole
 tensor (~0.1 ms of each Mamba2 layer's backward at the paper's shape on an H200,
-docs/benchmarks.md section 8). With a slab, the ops whose backward makes a piece's gradient
+docs/benchmarks.md section 9). With a slab, the ops whose backward makes a piece's gradient
 (`kernels.norm`'s dz, `kernels.conv`'s dx, `kernels.ssd`'s dx, dB, dC) take `slab.part(i)`, a
 callable returning that piece's view of the slab's buffer, and write their gradient there; the
 split's backward then only copies what arrived elsewhere (a gradient that autograd summed from

@@ -17,7 +17,7 @@ issued before this one computes; dweight and dbias are summed in registers over 
 one partial row per program that the launcher adds (deterministic, no atomics).
 `conv_bwd_kernel` (layout "tile", the first one) takes (BLOCK_T, BLOCK_C) tiles and
 recomputes pre at K shifted row offsets instead (no shift of a tile's rows in registers):
-K x K loads of x per element, ~9x the memory floor on an H200 (docs/benchmarks.md section 8).
+K x K loads of x per element, ~9x the memory floor on an H200 (docs/benchmarks.md section 9).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ CONFIG = {
     "fwd": {"layout": "stream", "BLOCK_T": 8, "BLOCK_C": 128, "SEG": 128, "num_warps": 2},
     "fwd_tile": {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4},
     # bwd: the best all-round of `--sweep` on an H200 (1.77-1.88x the memory floor at the three
-    # mixers' widths, docs/benchmarks.md section 8)
+    # mixers' widths, docs/benchmarks.md section 9)
     "bwd": {"layout": "stream", "BLOCK_T": 8, "BLOCK_C": 128, "SEG": 128, "num_warps": 2},
     "bwd_tile": {"BLOCK_T": 64, "BLOCK_C": 64, "num_warps": 4},
 }

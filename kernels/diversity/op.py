@@ -22,7 +22,7 @@ from .kernel import diversity_bwd_kernel, diversity_fwd_kernel
 # rows per program, warps, the products' precision (kernel.py) for fp32 inputs ("dot": "ieee" or
 # "tf32x3"; H100 sweep) and for bf16 / fp16 ones ("dot_low": also "tf32", whose 10-bit mantissa
 # holds an 8-bit input's products to ~5e-4, with num_warps_low): `benchmarks/diversity.py
-# --sweep` on an H200 (docs/benchmarks.md section 8): bf16 slots (8, 2048, 16, 64), tf32 at 4
+# --sweep` on an H200 (docs/benchmarks.md section 9): bf16 slots (8, 2048, 16, 64), tf32 at 4
 # warps 0.024 / 0.044 ms forward / backward against 0.068 / 0.116 for ieee, loss within 1.4e-3
 CONFIG = {"BLOCK_R": 4, "num_warps": 2, "dot": "ieee", "dot_low": "tf32", "num_warps_low": 4}
 EPS = 1e-12  # F.normalize's default

@@ -41,13 +41,14 @@ CONFIG = {
     # the gradient kernel: 8 warps (no register spills, sm_90a), or num_warps_many (4, two
     # programs per SM) from many_programs programs per SM on: measured on an H200 with bf16 states,
     # 8192 programs (batch 8 x 2048, H = 32) 12% faster at 4 warps, 4096 (H = 16) 2-8% faster at 8
-    # (`benchmarks/ssd.py --chunk-warps 4 8`, docs/benchmarks.md section 8)
+    # (`benchmarks/ssd.py --chunk-warps 4 8`, docs/benchmarks.md section 9)
     "chunk": {"num_warps": 8, "num_warps_many": 4, "many_programs": 48, "num_stages": 1},
 }
 # The forward stores the state entering every chunk when a gradient will be needed, for the
-# backward to read (in x's dtype: 2 * dstate / chunk_size times x's bytes, twice x at N = 128,
-# L = 64), instead of the backward recomputing them with a states-only pass of the forward
-# kernel. False: recompute (the activation memory of a scan back to x, dt, B, C).
+# backward to read (in x's dtype: dstate / chunk_size times x's size, twice x at N = 128,
+# L = 64; +3 GiB for HADES and +7.5 GiB for Mamba2 at 48 layers, batch 8 x 2048), instead of
+# the backward recomputing them with a states-only pass of the forward kernel. False:
+# recompute (the activation memory of a scan back to x, dt, B, C).
 SAVE_STATES = True
 
 
