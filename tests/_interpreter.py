@@ -41,6 +41,15 @@ def range_shim() -> None:
     scope.set_attr = patched
 
 
+def rel_err(a, ref) -> float:
+    """Relative L2 error of a against ref in fp64; inf when a has a NaN or inf (a poisoned output
+    that a kernel failed to write)."""
+    import torch
+
+    a, ref = a.detach().double(), ref.detach().double()
+    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
+
+
 def run_in_interpreter(test_file: str, timeout: int = 900) -> list[dict]:
     """Run `test_file` as a script with TRITON_INTERPRET=1; assert it succeeded and every check
     is within its tolerance (NaN fails); return the checks."""

@@ -13,7 +13,7 @@ Skipped where Triton is not installed (CI); run directly with
 from __future__ import annotations
 
 import torch
-from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
+from _interpreter import interpreter_main, needs_triton, range_shim, rel_err, run_in_interpreter
 
 # name, (batch, seqlen, channels, K), dtype, bias, SiLU, CONFIG["bwd"] (BLOCK_T, BLOCK_C, SEG, num_warps)
 CASES = [
@@ -27,11 +27,6 @@ CASES = [
     ("bf16_k4_tile_3", (1, 29, 32, 4), "bfloat16", True, True, (3, 32, 9, 1)),
 ]
 TOL = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2 against fp64 on the same inputs
-
-
-def _rel(a, ref) -> float:
-    a, ref = a.detach().double(), ref.detach().double()
-    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
 
 
 def _checks() -> list[dict]:
@@ -62,8 +57,8 @@ def _checks() -> list[dict]:
             gy = torch.randn(yr.shape, generator=gen, dtype=torch.float64)
             grads = torch.autograd.grad((y.double() * gy).sum(), leaves)
             grads_r = torch.autograd.grad((yr * gy).sum(), ref)
-            out.append({"name": f"{layout} {name} y", "err": _rel(y, yr), "tol": TOL[dt]})
-            out += [{"name": f"{layout} {name} {g}", "err": _rel(gk, gr), "tol": TOL[dt]}
+            out.append({"name": f"{layout} {name} y", "err": rel_err(y, yr), "tol": TOL[dt]})
+            out += [{"name": f"{layout} {name} {g}", "err": rel_err(gk, gr), "tol": TOL[dt]}
                     for g, gk, gr in zip(("dx", "dw", "db"), grads, grads_r)]
     return out
 

@@ -16,7 +16,7 @@ run there). Run directly with `TRITON_INTERPRET=1 python tests/test_selective_sc
 from __future__ import annotations
 
 import torch
-from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
+from _interpreter import interpreter_main, needs_triton, range_shim, rel_err, run_in_interpreter
 from _ss_inputs import split_case_inputs
 
 # name, (batch, seqlen, channels, dstate), dtype, CONFIG["bwd"] (BLOCK_T, NG, CT, num_warps), options
@@ -34,11 +34,6 @@ BWD_CASES = [
     ("ng4_ct2_all_reduce", (1, 19, 32, 16), "float32", (4, 4, 2, 1), {"rs": False}),
 ]
 TOL = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2 against the fp64 loop on the same inputs
-
-
-def _rel(a, ref) -> float:
-    a, ref = a.detach().double(), ref.detach().double()
-    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
 
 
 def _bwd_checks() -> list[dict]:
@@ -76,7 +71,7 @@ def _bwd_checks() -> list[dict]:
             grads = torch.autograd.grad(loss, leaves)
             grads_r = torch.autograd.grad(loss_r, [v for v in ref if v is not None])
             names = [k for k, v in zip(("u", "delta", "A", "B", "C", "D", "initial_state"), inputs) if v is not None]
-            out += [{"name": f"{layout} {name} d{k}", "err": _rel(gk, gr), "tol": TOL[dt]}
+            out += [{"name": f"{layout} {name} d{k}", "err": rel_err(gk, gr), "tol": TOL[dt]}
                     for k, gk, gr in zip(names, grads, grads_r)]
     return out
 

@@ -14,7 +14,7 @@ Skipped where Triton is not installed (CI); run directly with
 from __future__ import annotations
 
 import torch
-from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
+from _interpreter import interpreter_main, needs_triton, range_shim, rel_err, run_in_interpreter
 
 # name, (batch, seqlen, heads, headdim, groups, dstate), chunk, D and initial state
 CASES = [
@@ -23,11 +23,6 @@ CASES = [
     ("three_chunks", (1, 48, 2, 16, 1, 32), 16, True),
 ]
 TOL = 1e-5  # relative L2 against fp64 on the same inputs
-
-
-def _rel(a, ref) -> float:
-    a, ref = a.detach().double(), ref.detach().double()
-    return float("inf") if not torch.isfinite(a).all() else ((a - ref).norm() / ref.norm()).item()
 
 
 def _checks() -> list[dict]:
@@ -61,9 +56,9 @@ def _checks() -> list[dict]:
             tag = f"{'saved' if save else 'recomputed'} {name}"
             # saved: the forward's pass only; recomputed: and a states-only pass in the backward
             out.append({"name": f"{tag} forward passes", "err": abs(len(calls) - (1 if save else 2)), "tol": 0})
-            out += [{"name": f"{tag} y", "err": _rel(y, yr), "tol": TOL},
-                    {"name": f"{tag} final_state", "err": _rel(fin, fr), "tol": TOL}]
-            out += [{"name": f"{tag} d{k}", "err": _rel(gk, gr), "tol": TOL} for k, gk, gr in zip(names, grads, grads_r)]
+            out += [{"name": f"{tag} y", "err": rel_err(y, yr), "tol": TOL},
+                    {"name": f"{tag} final_state", "err": rel_err(fin, fr), "tol": TOL}]
+            out += [{"name": f"{tag} d{k}", "err": rel_err(gk, gr), "tol": TOL} for k, gk, gr in zip(names, grads, grads_r)]
     op.SAVE_STATES = True
     op._forward = forward
     return out + _slab_chain_checks()
@@ -110,7 +105,7 @@ def _slab_chain_checks() -> list[dict]:
     # xBC's split first (x, B, C: the scan's), then zxbcdt's (z: the norm's, xBC: the conv's; dt
     # comes through softplus: copied)
     in_place = {"name": "slab chain pieces written in place", "err": float(same != [True] * 5 + [False]), "tol": 0}
-    return [in_place] + [{"name": f"slab chain d{k}", "err": _rel(g, r), "tol": 1e-6}
+    return [in_place] + [{"name": f"slab chain d{k}", "err": rel_err(g, r), "tol": 1e-6}
                          for k, g, r in zip(("zxbcdt", "w"), got, ref)]
 
 

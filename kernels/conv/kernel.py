@@ -110,6 +110,29 @@ def conv_bwd_kernel(
 
 
 @triton.jit
+def _stream_prologue(x_ptr, w_ptr, bias_ptr, b, T0, CH, s_x_b, s_x_t, s_x_c,
+                     K: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """A stream program's channels (offsets, mask), taps (fp32, a tuple over k), bias (fp32, or
+    0.0 without), x's offsets at row 0, and x of the K-1 rows before its segment T0 (fp32, 0
+    before row 0: the causal padding), a tuple over rows."""
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = offs_c < CH
+    w = ()
+    for k in tl.static_range(K):
+        w = w + (tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32),)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        bias = 0.0
+    x_off = b * s_x_b + offs_c * s_x_c
+    xw = ()
+    for j in tl.static_range(K - 1):
+        row = T0 - (K - 1) + j
+        xw = xw + (tl.load(x_ptr + x_off + row * s_x_t, mask=(row >= 0) & cmask, other=0.0).to(tl.float32),)
+    return offs_c, cmask, w, bias, x_off, xw
+
+
+@triton.jit
 def _stream_load(x_ptr, dy_ptr, t0, T, row_off, s_x_t, s_dy_t, cmask, BLOCK_T: tl.constexpr):
     """x and dy of rows t0 .. t0 + BLOCK_T - 1 (0 past T) as two tuples over rows, input dtype.
     row_off: (x offsets, dy offsets) of the program's channels at row 0."""
@@ -195,26 +218,15 @@ def conv_bwd_stream_kernel(
     32 * num_warps lanes (Triton's default layout of a 1-D tensor: BLOCK_C / lanes consecutive
     channels per lane, one vector load each)."""
     seg = tl.program_id(0)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(2)
-    cmask = offs_c < CH
     T0 = seg * SEG
-    w = ()
-    for k in tl.static_range(K):
-        w = w + (tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32),)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-    else:
-        bias = 0.0
-    x_off = b * s_x_b + offs_c * s_x_c
+    offs_c, cmask, w, bias, x_off, xw = _stream_prologue(x_ptr, w_ptr, bias_ptr, b, T0, CH, s_x_b, s_x_t, s_x_c,
+                                                         K, BLOCK_C, HAS_BIAS)
     dy_off = b * s_dy_b + offs_c * s_dy_c
     dx_off = b * s_dx_b + offs_c * s_dx_c
     zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    xw = ()
     dpw = ()
-    for j in tl.static_range(K - 1):  # the K-1 rows before the segment: x (0 before row 0); no dpre
-        r = T0 - (K - 1) + j
-        xw = xw + (tl.load(x_ptr + x_off + r * s_x_t, mask=(r >= 0) & cmask, other=0.0).to(tl.float32),)
+    for _ in tl.static_range(K - 1):  # no dpre before the segment (its dx rows are the previous one's)
         dpw = dpw + (zero,)
     dw = ()
     for _ in tl.static_range(K):
@@ -264,22 +276,11 @@ def conv_fwd_stream_kernel(
     """The forward as `conv_bwd_stream_kernel` walks time (op.CONFIG["fwd"]["layout"]
     "stream"): grid (cdiv(T, SEG), cdiv(CH, BLOCK_C), batch), SEG a multiple of BLOCK_T, K >= 2;
     x read once (and the K-1 rows before the segment), the last K-1 rows kept in registers."""
-    seg = tl.program_id(0)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(2)
-    cmask = offs_c < CH
-    T0 = seg * SEG
-    w = ()
-    for k in tl.static_range(K):
-        w = w + (tl.load(w_ptr + offs_c * K + k, mask=cmask, other=0.0).to(tl.float32),)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-    x_off = b * s_x_b + offs_c * s_x_c
+    T0 = tl.program_id(0) * SEG
+    offs_c, cmask, w, bias, x_off, xw = _stream_prologue(x_ptr, w_ptr, bias_ptr, b, T0, CH, s_x_b, s_x_t, s_x_c,
+                                                         K, BLOCK_C, HAS_BIAS)
     y_off = b * s_y_b + offs_c * s_y_c
-    xw = ()
-    for j in tl.static_range(K - 1):  # (a row index named apart from the loop's constexpr ones)
-        row = T0 - (K - 1) + j
-        xw = xw + (tl.load(x_ptr + x_off + row * s_x_t, mask=(row >= 0) & cmask, other=0.0).to(tl.float32),)
     cur = _stream_load_x(x_ptr, T0, T, x_off, s_x_t, cmask, BLOCK_T)
     for i in range(SEG // BLOCK_T):
         t0 = T0 + i * BLOCK_T
