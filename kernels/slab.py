@@ -48,6 +48,10 @@ class GradSlab:
         """The callable an op's backward calls for the tensor to write piece i's gradient into."""
         return lambda: self.view(i)
 
+    def parts(self) -> tuple[Callable[[], Tensor], ...]:
+        """`part(i)` of every piece, in order."""
+        return tuple(self.part(i) for i in range(len(self.sizes)))
+
     def split(self, x: Tensor) -> tuple[Tensor, ...]:
         """x split like torch.split(x, sizes, -1), the backward assembling the slab."""
         return _SlabSplit.apply(x, self)

@@ -90,7 +90,7 @@ def _slab_chain_checks() -> list[dict]:
         xBC = causal_conv1d(xBC, wl, None, True, dx_into=slab.part(1) if slab else None)
         slab2 = GradSlab(xBC, [d, n, n]) if slab else None
         x, B, C = slab2.split(xBC) if slab2 else torch.split(xBC, [d, n, n], dim=-1)
-        into = tuple(slab2.part(i) for i in range(3)) if slab2 else None
+        into = slab2.parts() if slab2 else None
         y, _ = ssd_scan(x.reshape(b, t, h, p), torch.nn.functional.softplus(dt), A, B.reshape(b, t, 1, n),
                         C.reshape(b, t, 1, n), chunk_size=16, grad_into=into)
         out = gated_rms_norm(y.reshape(b, t, d), z, torch.ones(d), dz_into=slab.part(0) if slab else None)

@@ -147,22 +147,36 @@ def _stream_load(x_ptr, dy_ptr, t0, T, row_off, s_x_t, s_dy_t, cmask, BLOCK_T: t
 
 
 @triton.jit
+def _stream_window(xw, xs, NR: tl.constexpr):
+    """The K-1 rows before (xw, fp32) followed by the NR new rows xs converted to fp32."""
+    xa = xw
+    for i in tl.static_range(NR):
+        xa = xa + (xs[i].to(tl.float32),)
+    return xa
+
+
+@triton.jit
+def _stream_pre(xa, i: tl.constexpr, w, bias, K: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """pre of new row i of the window xa: bias + sum_k w[k] xa[i + k] (fp32)."""
+    pre = w[0] * xa[i]
+    for k in tl.static_range(1, K):
+        pre = tl.fma(w[k], xa[i + k], pre)
+    if HAS_BIAS:
+        pre = pre + bias
+    return pre
+
+
+@triton.jit
 def _stream_rows(xw, dpw, xs, dys, w, bias, dw, db, NR: tl.constexpr, K: tl.constexpr,
                  HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr):
     """NR new rows r (their x, dy in xs, dys) after the K-1 rows before them (xw: x in fp32,
     dpw: dpre): dpre of the new rows, dx of the NR rows r - K + 1 (complete now), and with ACC
     their dweight (tuple over taps) and dbias added into dw, db. Returns (xw, dpw) of the last
     K-1 rows, the dx rows (fp32), dw, db."""
-    xa = xw
-    for i in tl.static_range(NR):
-        xa = xa + (xs[i].to(tl.float32),)
+    xa = _stream_window(xw, xs, NR)
     da = dpw
     for i in tl.static_range(NR):
-        pre = w[0] * xa[i]
-        for k in tl.static_range(1, K):
-            pre = tl.fma(w[k], xa[i + k], pre)
-        if HAS_BIAS:
-            pre = pre + bias
+        pre = _stream_pre(xa, i, w, bias, K, HAS_BIAS)
         dyi = dys[i].to(tl.float32)
         if ACT:
             sg = tl.sigmoid(pre)
@@ -285,15 +299,9 @@ def conv_fwd_stream_kernel(
     for i in range(SEG // BLOCK_T):
         t0 = T0 + i * BLOCK_T
         nxt = _stream_load_x(x_ptr, t0 + BLOCK_T, T, x_off, s_x_t, cmask, BLOCK_T)
-        xa = xw
+        xa = _stream_window(xw, cur, BLOCK_T)
         for r in tl.static_range(BLOCK_T):
-            xa = xa + (cur[r].to(tl.float32),)
-        for r in tl.static_range(BLOCK_T):
-            pre = w[0] * xa[r]
-            for k in tl.static_range(1, K):
-                pre = tl.fma(w[k], xa[r + k], pre)
-            if HAS_BIAS:
-                pre = pre + bias
+            pre = _stream_pre(xa, r, w, bias, K, HAS_BIAS)
             if ACT:
                 pre = pre * tl.sigmoid(pre)
             tl.store(y_ptr + y_off + (t0 + r) * s_y_t, pre.to(y_ptr.dtype.element_ty), mask=(t0 + r < T) & cmask)

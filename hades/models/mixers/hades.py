@@ -294,7 +294,7 @@ class HadesMixer(Mixer):
 
         A = -torch.exp(self.A_log.float())  # step 7
         if self.use_fast_path(x):
-            into = {"grad_into": tuple(slab_xbc.part(i) for i in range(3))} if slab_xbc is not None else {}
+            into = {"grad_into": slab_xbc.parts()} if slab_xbc is not None else {}
             y, ssm_state = ssd_scan(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size, **into)
         else:
             y, ssm_state = ssd_chunked(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)

@@ -102,7 +102,7 @@ class Mamba2(Mixer):
         x, B, C, dt = self._ssm_inputs(xBC, dt, slab_xbc)
         A = -torch.exp(self.A_log.float())
         if self.use_fast_path(x):
-            into = {"grad_into": tuple(slab_xbc.part(i) for i in range(3))} if slab_xbc is not None else {}
+            into = {"grad_into": slab_xbc.parts()} if slab_xbc is not None else {}
             y, ssm_state = ssd_scan(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size, **into)
         else:
             y, ssm_state = ssd_chunked(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
