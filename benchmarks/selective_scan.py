@@ -275,7 +275,7 @@ def _sass_counts(kernel, pos, named):
     values = dict(zip(kernel.arg_names, pos), **named)
     sig, consts, attrs = {}, {}, {}
     for i, name in enumerate(kernel.arg_names):  # the JIT's specialization of a launch
-        v = values[name]
+        v = values[name] if name in values else kernel.params[i].default
         if i in kernel.constexprs or isinstance(v, bool) or v is None or (isinstance(v, int) and v == 1):
             sig[name], consts[name] = "constexpr", v
         elif isinstance(v, torch.Tensor):

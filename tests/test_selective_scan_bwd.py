@@ -5,7 +5,9 @@ shorter than one tile, channels that are not a multiple of the program's, N = 5,
 states), bf16 B and C read as uint32 pairs (contiguous, strided) or not, decays recomputed or
 kept, the next tile prefetched or not, the sums over lanes as reduce-scatters (through tl.gather
 here, PTX shuffles on a GPU) or all-reduces, with and without D, an initial state and a gradient of the
-final state; every gradient (u, delta, A, B, C, D, initial state), NaN-poisoned outputs. The
+final state, Mamba's time step softplus(delta + bias) computed in the kernels (with and without
+a bias, masked tokens and channels, reduce-scatters and all-reduces); every gradient (u, delta,
+A, B, C, D, initial state, bias), NaN-poisoned outputs. The
 layout "tile" (the first round's backward) runs the same cases. The forward is the split
 forward storing its states every BLOCK_T tokens.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import torch
 from _interpreter import interpreter_main, needs_triton, range_shim, rel_err, run_in_interpreter
-from _ss_inputs import split_case_inputs
+from _ss_inputs import NAMES, scan_args, split_case_inputs
 
 # name, (batch, seqlen, channels, dstate), dtype, CONFIG["bwd"] (BLOCK_T, NG, CT, num_warps), options
 BWD_CASES = [
@@ -32,6 +34,10 @@ BWD_CASES = [
     ("ng8_ct4_keep_a", (1, 17, 48, 16), "float32", (4, 8, 4, 1), {"recompute_a": False}),
     ("ng1_dstate8", (1, 9, 40, 8), "float32", (4, 1, 1, 1), {}),
     ("ng4_ct2_all_reduce", (1, 19, 32, 16), "float32", (4, 4, 2, 1), {"rs": False}),
+    ("softplus_bf16_pairs_tail", (1, 21, 32, 16), "bfloat16", (8, 4, 2, 1), {"softplus": "bias", "init": True}),
+    ("softplus_2warps_masked_c", (2, 19, 40, 16), "float32", (4, 4, 2, 2), {"softplus": "bias"}),
+    ("softplus_no_bias_all_reduce", (1, 13, 32, 16), "float32", (4, 4, 2, 1), {"softplus": "nobias", "rs": False}),
+    ("softplus_ng8_ct4_keep_a", (1, 17, 48, 16), "float32", (4, 8, 4, 1), {"softplus": "bias", "recompute_a": False}),
 ]
 TOL = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2 against the fp64 loop on the same inputs
 
@@ -59,18 +65,19 @@ def _bwd_checks() -> list[dict]:
                                     tile_warps=2)
             dtype = getattr(torch, dt)
             inputs, gen = split_case_inputs(b, t, c, n, dtype, opt, seed=len(out))
-            u, delta, A, B, C, D, s0 = inputs
             leaves = [v.requires_grad_(True) for v in inputs if v is not None]
-            y, fin = op.selective_scan(*inputs[:6], initial_state=s0)
+            args, kw = scan_args(inputs, opt)
+            y, fin = op.selective_scan(*args, **kw)
             ref = [v.detach().double().requires_grad_(True) if v is not None else None for v in inputs]
-            yr, fr = selective_scan_loop(*ref[:6], initial_state=ref[6])
+            args_r, kw_r = scan_args(ref, opt, reference=True)
+            yr, fr = selective_scan_loop(*args_r, **kw_r)
             gy = torch.randn(yr.shape, generator=gen, dtype=torch.float64)
             gf = torch.randn(fr.shape, generator=gen, dtype=torch.float64) if opt.get("init") else None
             loss = (y.double() * gy).sum() + ((fin.double() * gf).sum() if gf is not None else 0)
             loss_r = (yr * gy).sum() + ((fr * gf).sum() if gf is not None else 0)
             grads = torch.autograd.grad(loss, leaves)
             grads_r = torch.autograd.grad(loss_r, [v for v in ref if v is not None])
-            names = [k for k, v in zip(("u", "delta", "A", "B", "C", "D", "initial_state"), inputs) if v is not None]
+            names = [k for k, v in zip(NAMES, inputs) if v is not None]
             out += [{"name": f"{layout} {name} d{k}", "err": rel_err(gk, gr), "tol": TOL[dt]}
                     for k, gk, gr in zip(names, grads, grads_r)]
     return out
@@ -79,7 +86,7 @@ def _bwd_checks() -> list[dict]:
 @needs_triton
 def test_split_backward_in_interpreter():
     results = run_in_interpreter(__file__)
-    per_case = [5 + ("noD" not in o) + ("init" in o) for *_, o in BWD_CASES]
+    per_case = [5 + ("noD" not in o) + ("init" in o) + (o.get("softplus") == "bias") for *_, o in BWD_CASES]
     tile = [k for (_, _, _, (_, ng, _, _), _), k in zip(BWD_CASES, per_case) if ng == 4]
     assert len(results) == sum(per_case) + sum(tile)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _interpreter import interpreter_main, needs_triton, range_shim, run_in_interpreter
-from _ss_inputs import split_case_inputs
+from _ss_inputs import NAMES, scan_args, split_case_inputs
 
 from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_loop
 
@@ -141,6 +141,8 @@ SPLIT_CASES = [
     ("ring3_shorter_than_the_ring", (1, 3, 8, 16), "bfloat16", (4, 4, 1, True), {"nbuf": 3}),
     ("grad_tile16", (1, 19, 8, 16), "float32", (16, 2, 1, True), {"init": True, "grad": True}),
     ("grad_bf16_2warps", (1, 11, 12, 16), "bfloat16", (2, 4, 2, True), {"grad": True}),
+    ("softplus_bias_grad", (1, 19, 12, 16), "float32", (4, 4, 1, True), {"grad": True, "softplus": "bias", "init": True}),
+    ("softplus_bf16_ring3", (2, 29, 8, 16), "bfloat16", (4, 4, 1, True), {"softplus": "nobias", "nbuf": 3}),
 ]
 SPLIT_TOL = {"float32": 1e-5, "bfloat16": 1e-2}  # relative L2; bf16 y: see _split_checks
 
@@ -175,23 +177,24 @@ def _split_checks() -> list[dict]:
         op.CONFIG["fwd_split_train"] = op.CONFIG["fwd_split"]  # the training forward (states) alike
         dtype = getattr(torch, dt)
         inputs, gen = split_case_inputs(b, t, c, n, dtype, opt, seed=len(out))
-        u, delta, A, B, C, D, s0 = inputs
         leaves = [v.requires_grad_(opt.get("grad", False)) for v in inputs if v is not None]
-        y, fin = op.selective_scan(*inputs[:6], initial_state=s0)
+        args, kw = scan_args(inputs, opt)
+        y, fin = op.selective_scan(*args, **kw)
         ref = [v.detach().double().requires_grad_(opt.get("grad", False)) if v is not None else None for v in inputs]
-        yr, fr = selective_scan_loop(*ref[:6], initial_state=ref[6])
+        args_r, kw_r = scan_args(ref, opt, reference=True)
+        yr, fr = selective_scan_loop(*args_r, **kw_r)
         tol = SPLIT_TOL[dt]
         y_tol = 1.01 * _rel(_truncate_bf16(yr), yr) + 1e-6 if dtype != torch.float32 else tol
         out += [{"name": f"{name} y", "err": _rel(y, yr), "tol": y_tol},
                 {"name": f"{name} final_state", "err": _rel(fin, fr), "tol": SPLIT_TOL["float32"]}]
         if opt.get("grad"):
             with torch.no_grad():
-                y_ns, _ = op.selective_scan(*inputs[:6], initial_state=s0)
+                y_ns, _ = op.selective_scan(*args, **kw)
             out.append({"name": f"{name} y with states == y without", "err": float(not torch.equal(y_ns, y)), "tol": 0.0})
             gy, gf = torch.randn(yr.shape, generator=gen, dtype=torch.float64), torch.randn(fr.shape, generator=gen, dtype=torch.float64)
             grads = torch.autograd.grad((y.double() * gy).sum() + (fin.double() * gf).sum(), leaves)
             grads_r = torch.autograd.grad((yr * gy).sum() + (fr * gf).sum(), [v for v in ref if v is not None])
-            names = [k for k, v in zip(("u", "delta", "A", "B", "C", "D", "initial_state"), inputs) if v is not None]
+            names = [k for k, v in zip(NAMES, inputs) if v is not None]
             out += [{"name": f"{name} d{k}", "err": _rel(g, gr), "tol": tol} for k, g, gr in zip(names, grads, grads_r)]
     return out
 
@@ -199,7 +202,8 @@ def _split_checks() -> list[dict]:
 @needs_triton
 def test_split_forward_in_interpreter():
     results = run_in_interpreter(__file__)
-    n_grad = sum(1 + 5 + ("noD" not in o) + ("init" in o) for *_, o in SPLIT_CASES if o.get("grad"))
+    n_grad = sum(1 + 5 + ("noD" not in o) + ("init" in o) + (o.get("softplus") == "bias")
+                 for *_, o in SPLIT_CASES if o.get("grad"))
     assert len(results) == 2 * len(SPLIT_CASES) + n_grad
 
 

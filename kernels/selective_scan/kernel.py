@@ -49,6 +49,37 @@ def _to_f32(x):
 
 
 @triton.jit
+def _delta_act(x, bias, SOFTPLUS: tl.constexpr, ASM: tl.constexpr = False):
+    """The time step the scan uses from the fp32 x the kernel read: softplus(x + bias) with
+    SOFTPLUS (as log2(1 + 2^(x log2 e)) ln 2, x itself above 20 as torch's softplus; absolute
+    error ~4e-8, the rounding of 1 + e^x), else x. x = -inf (a masked load) gives 0. ASM: the
+    four instructions as flush-to-zero PTX (1 + e^x >= 1 is never subnormal, a subnormal e^x
+    is 0 next to 1): Triton's exp2 / log2 also handle subnormal inputs, ~2x the instructions."""
+    if SOFTPLUS:
+        x = x + bias
+        if ASM:
+            y = tl.inline_asm_elementwise(
+                "{ .reg .f32 t; mul.ftz.f32 t, $1, 0f3FB8AA3B; ex2.approx.ftz.f32 t, t; "
+                "add.ftz.f32 t, t, 0f3F800000; lg2.approx.ftz.f32 t, t; mul.ftz.f32 $0, t, 0f3F317218; }",
+                "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            y = tl.log2(1.0 + tl.exp2(x * 1.4426950408889634)) * 0.6931471805599453
+        x = tl.where(x > 20.0, x, y)
+    return x
+
+
+@triton.jit
+def _softplus_grad(delta, ASM: tl.constexpr = False):
+    """d softplus(x) / dx = sigmoid(x) = 1 - e^(-softplus(x)), from delta = softplus(x) (absolute
+    error ~6e-8, the rounding of e^(-delta) next to 1). ASM: as in `_delta_act`."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "{ .reg .f32 t; mul.ftz.f32 t, $1, 0fBFB8AA3B; ex2.approx.ftz.f32 t, t; sub.ftz.f32 $0, 0f3F800000, t; }",
+            "=f,f", [delta], dtype=tl.float32, is_pure=True, pack=1)
+    return 1.0 - tl.exp2(delta * -1.4426950408889634)
+
+
+@triton.jit
 def selective_scan_fwd_split_kernel(
     u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, init_ptr,
     y_ptr, final_ptr, states_ptr,
@@ -61,6 +92,7 @@ def selective_scan_fwd_split_kernel(
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr,
     STATE_T: tl.constexpr, PAIRS: tl.constexpr, EVEN_C: tl.constexpr, NBUF: tl.constexpr,
     SHFL_UD: tl.constexpr, HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_STATES: tl.constexpr,
+    db_ptr=None, HAS_BIAS: tl.constexpr = False, SOFTPLUS: tl.constexpr = False, ASM: tl.constexpr = False,
 ):
     """The token-by-token forward of `sweep_kernels.selective_scan_fwd_seq_kernel` with each
     channel's states split over NG lanes, NS = BLOCK_N / NG states per lane: NG times more warps for the same
@@ -86,7 +118,11 @@ def selective_scan_fwd_split_kernel(
     its own states of a channel's row). init/final: fp32 contiguous (batch, CH, N). states: fp32
     contiguous (batch, nstates, CH, N), the state entering every STATE_T tokens (the backward's
     tile). N and the time strides are compile-time constants, as in the seq kernel: a token's
-    address inside a tile is an immediate offset of the load."""
+    address inside a tile is an immediate offset of the load.
+
+    SOFTPLUS: delta is the time step before its activation: the scan uses softplus(delta + bias)
+    (HAS_BIAS: db_ptr, (CH,) fp32), computed in fp32 per token (`_delta_act`; ASM: in PTX), as
+    mamba_ssm's delta_softplus / delta_bias."""
     NS: tl.constexpr = BLOCK_N // NG
     SC: tl.constexpr = 4 if NS > 4 else NS  # states per chunk
     CW: tl.constexpr = 32 // NG  # channels per warp
@@ -117,6 +153,10 @@ def selective_scan_fwd_split_kernel(
         Dw = tl.load(D_ptr + offs_c, mask=cmask & (g == 0), other=0.0)
     else:
         Dw = 0.0
+    if HAS_BIAS:  # (only with SOFTPLUS: the launcher adds a bias alone outside)
+        dbias = tl.load(db_ptr + offs_c, mask=cmask, other=0.0)
+    else:
+        dbias = 0.0
     # y: (warp, group, channel), the lanes of the state tiles: the sum over groups, broadcast back
     # over them, is stored by every group (same address, same value: one store per token), so
     # that Triton's layout of the store is that of the sum (a (warp, channel) store would be laid
@@ -189,7 +229,8 @@ def selective_scan_fwd_split_kernel(
                 _split_store(out, t0 - BLOCK_T,  # noqa: F821 - set by step j - 1 (static unroll)
                              y_row, ymask, states_row, cn_mask, CH * N, s_y_t, BLOCK_T,
                              STATE_T, STORE_STATES)
-            h, out = _split_tile(h, bufs[j], A2, Dw, BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, SHFL_UD, src)
+            h, out = _split_tile(h, bufs[j], A2, Dw, BLOCK_T, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, SHFL_UD, src,
+                                 dbias, SOFTPLUS, ASM)
             bufs = _tuple_set(bufs, (j + NBUF - 1) % NBUF, nxt)
         _split_store(out, (i * NBUF + NBUF - 1) * BLOCK_T, y_row, ymask, states_row, cn_mask, CH * N, s_y_t,
                      BLOCK_T, STATE_T, STORE_STATES)
@@ -197,7 +238,8 @@ def selective_scan_fwd_split_kernel(
     one = _split_load(t_tail, T, rows, strides, cm, nm, 1, True)
     for t in range(t_tail, T):
         nxt = _split_load(tl.minimum(t + 1, T - 1), T, rows, strides, cm, nm, 1, False)
-        h, out = _split_tile(h, one, A2, Dw, 1, NG, STATE_T, PAIRS, HAS_D, STORE_STATES)
+        h, out = _split_tile(h, one, A2, Dw, 1, NG, STATE_T, PAIRS, HAS_D, STORE_STATES, dbias=dbias, SOFTPLUS=SOFTPLUS,
+                             ASM=ASM)
         one = nxt
         _split_store(out, t, y_row, ymask, states_row, cn_mask, CH * N, s_y_t, 1, STATE_T, STORE_STATES)
     for k in tl.static_range(NS // SC):
@@ -281,23 +323,25 @@ def _split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_
 
 
 @triton.jit
-def _load0(ptr, mask):
-    """tl.load, 0 where masked; mask None: no mask (nor its instructions)."""
+def _load0(ptr, mask, other=0):
+    """tl.load, `other` (0) where masked; mask None: no mask (nor its instructions)."""
     if mask is None:
         x = tl.load(ptr)
     else:
-        x = tl.load(ptr, mask=mask, other=0)
+        x = tl.load(ptr, mask=mask, other=other)
     return x
 
 
 @triton.jit
 def _split_tile(
     h, inputs, A2, Dw, BLOCK_T: tl.constexpr, NG: tl.constexpr, STATE_T: tl.constexpr, PAIRS: tl.constexpr,
-    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr, SHFL: tl.constexpr = False, src=None,
+    HAS_D: tl.constexpr, STORE_STATES: tl.constexpr, SHFL: tl.constexpr = False, src=None, dbias=0.0,
+    SOFTPLUS: tl.constexpr = False, ASM: tl.constexpr = False,
 ):
     """BLOCK_T tokens of `selective_scan_fwd_split_kernel` from their `_split_load`ed inputs, no
     stores: returns h (a tuple of chunks) and what `_split_store` writes: y per token in the
-    output's layout (fp32), and the entering state of every token i with i % STATE_T == 0."""
+    output's layout (fp32), and the entering state of every token i with i % STATE_T == 0.
+    dbias, SOFTPLUS: the time step's activation (`_delta_act`)."""
     us, dls, Bs, Cs = inputs
     NW: tl.constexpr = us[0].shape[0] // 32  # warps
     CW: tl.constexpr = 32 // NG  # channels per warp
@@ -314,6 +358,7 @@ def _split_tile(
         else:
             u = _to_f32(us[i])
             dl = _to_f32(dls[i])
+        dl = _delta_act(dl, dbias, SOFTPLUS, ASM)
         dlu = (dl * u)[None, :]
         if HAS_D:
             yp = Dw * u
@@ -379,6 +424,7 @@ def selective_scan_bwd_split_kernel(
     PAIRS: tl.constexpr, EVEN_C: tl.constexpr, RECOMPUTE_A: tl.constexpr, PREFETCH: tl.constexpr,
     RS_G: tl.constexpr, RS_C: tl.constexpr, ASM: tl.constexpr,
     HAS_D: tl.constexpr, HAS_DFINAL: tl.constexpr, STORE_DINIT: tl.constexpr,
+    db_ptr=None, ddb_part_ptr=None, HAS_BIAS: tl.constexpr = False, SOFTPLUS: tl.constexpr = False,
 ):
     """The backward in the lane layout of the split forward, token by token: every lane owns NS =
     BLOCK_N / NG states of CT channels (CT * NS values of h, and of the gradient state, in its
@@ -419,7 +465,13 @@ def selective_scan_bwd_split_kernel(
     (cdiv(CH, BLOCK_C), batch). dB/dC partials fp32 (cdiv(CH, BLOCK_C), batch, T, N); dA
     partial fp32 (batch, CH, N); dD partial fp32 (batch, CH); dinit fp32 (batch, CH, N); states
     fp32 (batch, ntiles, CH, N). B, C as uint32 pairs of bf16 states with PAIRS (see the
-    forward)."""
+    forward).
+
+    SOFTPLUS (the forward's): delta is the time step before softplus(delta + bias); each tile
+    recomputes the activation once (`_delta_act`), and ddelta is the gradient of the input delta:
+    the activation's ddelta times softplus' = sigmoid(x) = 1 - e^(-softplus(x)), per lane before
+    its sums. HAS_BIAS: the bias's partial sums, fp32 (batch, NG, CH), each lane's own states'
+    share (the launcher adds them). Tokens past T read delta = -inf then: softplus 0."""
     NS: tl.constexpr = BLOCK_N // NG
     CW: tl.constexpr = 32 // NG
     NW: tl.constexpr = BLOCK_C // (CW * CT)
@@ -531,6 +583,7 @@ def selective_scan_bwd_split_kernel(
     carry = ()
     dA = ()
     dD = ()
+    dDb = ()
     for j in tl.static_range(CT):
         cj = ()
         zj = ()
@@ -544,29 +597,34 @@ def selective_scan_bwd_split_kernel(
         dA = dA + (zj,)
         dD = dD + (tl.zeros((W,), dtype=tl.float32),)
 
+    # the bias's gradient: per kept value of the reduce-scatter (RS_G), else per channel
+    for _m in tl.static_range(2 * CT // NG if RS_G else CT):
+        dDb = dDb + (tl.zeros((W,), dtype=tl.float32),)
+    bias = (offs_c, cmask)  # (the lanes' channels: where the tiles read the bias)
+
     nfull = T // BLOCK_T
     # the last tile if it is partial (0 or 1 iterations), masked
     for k in range(nfull, ntiles):
-        inp = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True)
+        inp = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True, SOFTPLUS)
         s_in = _bwd_split_states(st_rows, k * CH * N, cn_mask)
-        carry, dA, dD, out = _bwd_split_tile(inp, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T, NG, PAIRS, RECOMPUTE_A,
-                                             HAS_D, RS_G, RS_C, ASM)
+        carry, dA, dD, dDb, out = _bwd_split_tile(inp, s_in, carry, dA, dD, dDb, A2, Dw, db_ptr, bias, rs, BLOCK_T, NG,
+                                                  PAIRS, RECOMPUTE_A, HAS_D, RS_G, RS_C, ASM, SOFTPLUS, HAS_BIAS)
         _bwd_split_store(out, k * BLOCK_T, T, N, outs, rs, o_mask, s_du_t, s_dd_t, BLOCK_T, True, RS_G, RS_C)
     # the full tiles, last to first
     if PREFETCH:  # (masked: nfull may be 0; the loop reads tiles >= 0 only)
-        cur = _bwd_split_load((nfull - 1) * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True)
+        cur = _bwd_split_load((nfull - 1) * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, True, SOFTPLUS)
         s_cur = _bwd_split_states(st_rows, tl.maximum(nfull - 1, 0) * CH * N, cn_mask)
     for i in range(nfull):
         k = nfull - 1 - i
         if PREFETCH:
             kn = tl.maximum(k - 1, 0)
-            nxt = _bwd_split_load(kn * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False)
+            nxt = _bwd_split_load(kn * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False, SOFTPLUS)
             s_nxt = _bwd_split_states(st_rows, kn * CH * N, cn_mask)
         else:
-            cur = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False)
+            cur = _bwd_split_load(k * BLOCK_T, T, rows, strides, cm_in, nm_in, BLOCK_T, False, SOFTPLUS)
             s_cur = _bwd_split_states(st_rows, k * CH * N, cn_mask)
-        carry, dA, dD, out = _bwd_split_tile(cur, s_cur, carry, dA, dD, A2, Dw, rs, BLOCK_T, NG, PAIRS, RECOMPUTE_A,
-                                             HAS_D, RS_G, RS_C, ASM)
+        carry, dA, dD, dDb, out = _bwd_split_tile(cur, s_cur, carry, dA, dD, dDb, A2, Dw, db_ptr, bias, rs, BLOCK_T, NG,
+                                                  PAIRS, RECOMPUTE_A, HAS_D, RS_G, RS_C, ASM, SOFTPLUS, HAS_BIAS)
         _bwd_split_store(out, k * BLOCK_T, T, N, outs, rs, o_mask, s_du_t, s_dd_t, BLOCK_T, False, RS_G, RS_C)
         if PREFETCH:
             cur = nxt
@@ -578,6 +636,13 @@ def selective_scan_bwd_split_kernel(
                 tl.store(dinit_ptr + b * CH * N + offs_c[j] * N + offs_n[s], carry[j][s], mask=cn_mask[j][s])
         if HAS_D:
             tl.store(dD_part_ptr + b * CH + offs_c[j], dD[j], mask=cmask[j] & (g == 0))
+        if HAS_BIAS and not RS_G:
+            tl.store(ddb_part_ptr + (b * NG + g) * CH + offs_c[j], dDb[j], mask=cmask[j])
+    if HAS_BIAS and RS_G:  # one lane per channel holds its sum: row 0 of (batch, 1, CH)
+        for m in tl.static_range(len(dDb)):
+            v = g * len(dDb) + m
+            c = c0 + (v % CT) * CW
+            tl.store(ddb_part_ptr + b * CH + c, dDb[m], mask=(v >= CT) & (c < CH))
 
 
 @triton.jit
@@ -593,10 +658,12 @@ def _bwd_split_states(st_rows, off, cn_mask):
 
 
 @triton.jit
-def _bwd_split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr):
+def _bwd_split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, MASK_T: tl.constexpr,
+                    SOFTPLUS: tl.constexpr = False):
     """(u, delta, dy, B, C) of tokens t0 .. t0 + BLOCK_T - 1, in their dtype: us[i][j] etc. per
     token i and channel j of the lane, Bs[i][p] per state (PAIRS: per uint32 pair of states).
-    MASK_T: tokens outside [0, T) read 0. cmask / nmask: tuples over channels / states, or None."""
+    MASK_T: tokens outside [0, T) read 0 (delta -inf with SOFTPLUS: its softplus is 0). cmask /
+    nmask: tuples over channels / states, or None."""
     u_rows, dl_rows, dy_rows, B_rows, C_rows = rows
     s_u_t, s_d_t, s_dy_t, s_B_t, s_C_t = strides
     us = ()
@@ -616,7 +683,7 @@ def _bwd_split_load(t0, T, rows, strides, cmask, nmask, BLOCK_T: tl.constexpr, M
             if MASK_T:
                 cm = inside if cm is None else cm & inside
             ui = ui + (_load0(u_rows[j] + t0 * s_u_t + i * s_u_t, cm),)
-            di = di + (_load0(dl_rows[j] + t0 * s_d_t + i * s_d_t, cm),)
+            di = di + (_load0(dl_rows[j] + t0 * s_d_t + i * s_d_t, cm, float("-inf") if SOFTPLUS else 0.0),)
             yi = yi + (_load0(dy_rows[j] + t0 * s_dy_t + i * s_dy_t, cm),)
         Bi = ()
         Ci = ()
@@ -708,17 +775,35 @@ def _reduce_scatter(vals, lane, D0: tl.constexpr, L: tl.constexpr, ASM: tl.const
 
 
 @triton.jit
-def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constexpr, NG: tl.constexpr,
-                    PAIRS: tl.constexpr, RECOMPUTE_A: tl.constexpr, HAS_D: tl.constexpr, RS_G: tl.constexpr,
-                    RS_C: tl.constexpr, ASM: tl.constexpr):
+def _bwd_split_tile(inputs, s_in, carry, dA, dD, dDb, A2, Dw, db_ptr, bias, rs, BLOCK_T: tl.constexpr,
+                    NG: tl.constexpr, PAIRS: tl.constexpr, RECOMPUTE_A: tl.constexpr, HAS_D: tl.constexpr,
+                    RS_G: tl.constexpr, RS_C: tl.constexpr, ASM: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    HAS_BIAS: tl.constexpr):
     """One tile of `selective_scan_bwd_split_kernel` (no loads, no stores): the forward
-    recomputed from s_in, then the tokens in reverse. Returns the carry, dA, dD and what
+    recomputed from s_in, then the tokens in reverse. Returns the carry, dA, dD, dDb (SOFTPLUS:
+    the lane's share of the bias's gradient, per kept value with RS_G, else per channel; the bias
+    read from db_ptr at bias = (the lane's channels, their masks) once per tile) and what
     `_bwd_split_store` writes: du, ddelta per (token, channel), dB, dC per (token, state). (Storing
     each token's results as soon as they are summed, inside the reverse walk, made ptxas spill:
     346 bytes at the default launch, sm_90a, against none.)"""
     us, dls, dys, Bs, Cs = inputs
     CT: tl.constexpr = len(A2)
     NS: tl.constexpr = len(A2[0])
+    if SOFTPLUS:  # the time steps, once per tile (the reverse walk reads them again)
+        offs_c, cmask = bias
+        bj = ()
+        for j in tl.static_range(CT):
+            if HAS_BIAS:  # (reloaded per tile, L1: two registers fewer across the loop)
+                bj = bj + (tl.load(db_ptr + offs_c[j], mask=cmask[j], other=0.0),)
+            else:
+                bj = bj + (0.0,)
+        dla = ()
+        for i in tl.static_range(BLOCK_T):
+            di = ()
+            for j in tl.static_range(CT):
+                di = di + (_delta_act(_to_f32(dls[i][j]), bj[j], True, ASM),)
+            dla = dla + (di,)
+        dls = dla
     A2h = ()
     for j in tl.static_range(CT):
         aj = ()
@@ -763,6 +848,7 @@ def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constex
         carry_n = ()
         dA_n = ()
         dD_n = ()
+        dDb_n = ()
         for j in tl.static_range(CT):
             dl = _to_f32(dls[r][j])
             u = _to_f32(us[r][j])
@@ -799,6 +885,9 @@ def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constex
                 pdu = tl.fma(Dw[j], dy, pdu)
                 dD_n = dD_n + (tl.fma(dy, u, dD[j]),)
             pdd = tl.fma(sA, 0.6931471805599453, sB * u)  # A = A2 ln 2
+            if SOFTPLUS and not RS_G:  # d softplus(x) / dx = sigmoid(x) = 1 - e^(-delta)
+                pdd = pdd * _softplus_grad(dl, ASM)
+                dDb_n = dDb_n + (dDb[j] + pdd,)
             if RS_G:
                 du_i = du_i + (pdu,)
                 dd_i = dd_i + (pdd,)
@@ -809,9 +898,25 @@ def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constex
         dA = dA_n
         if HAS_D:
             dD = dD_n
+        if SOFTPLUS and not RS_G:
+            dDb = dDb_n
         lane = rs[0]
         if RS_G:  # du_i: the sums this lane keeps; dd_i unused
             du_i = _reduce_scatter(du_i + dd_i, lane, 32 // NG, NG, ASM)
+            if SOFTPLUS:  # the kept ddelta sums times sigmoid (once per value, not per channel)
+                grp = (lane // (32 // NG)) % NG
+                kept = ()
+                dDb_n = ()
+                for m in tl.static_range(len(du_i)):
+                    v = grp * len(du_i) + m
+                    dl = _to_f32(dls[r][0])
+                    for j in tl.static_range(1, CT):
+                        dl = tl.where(v - CT == j, _to_f32(dls[r][j]), dl)
+                    val = tl.where(v >= CT, du_i[m] * _softplus_grad(dl, ASM), du_i[m])
+                    kept = kept + (val,)
+                    dDb_n = dDb_n + (dDb[m] + tl.where(v >= CT, val, 0.0),)
+                du_i = kept
+                dDb = dDb_n
         dBi = ()
         dCi = ()
         if RS_C:
@@ -824,7 +929,7 @@ def _bwd_split_tile(inputs, s_in, carry, dA, dD, A2, Dw, rs, BLOCK_T: tl.constex
         ddls = (dd_i,) + ddls
         dBs = (dBi,) + dBs
         dCs = (dCi,) + dCs
-    return carry, dA, dD, (dus, ddls, dBs, dCs)
+    return carry, dA, dD, dDb, (dus, ddls, dBs, dCs)
 
 
 @triton.jit

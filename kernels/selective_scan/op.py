@@ -1,7 +1,8 @@
 """Autograd op and public function of the Triton selective scan (kernels in `kernel.py`; the
 forward layouts other than the default "split", for the benchmark's sweep, in `sweep_kernels.py`).
 
-    selective_scan(u, delta, A, B, C, D=None, initial_state=None, chunk_size=32) -> (y, final_state)
+    selective_scan(u, delta, A, B, C, D=None, initial_state=None, chunk_size=32,
+                   delta_bias=None, delta_softplus=False) -> (y, final_state)
 
 Shapes (the contract of `reference.selective_scan_chunked`):
     u, delta: (batch, seqlen, channels), delta after softplus
@@ -14,6 +15,13 @@ All arithmetic is fp32 (the scan has no matrix products); inputs are read in the
 forward kernel is CONFIG["fwd"]["layout"] ("tcn", "tnc", "seq" or "split"); the benchmark's
 --sweep-fwd times all of them (and their launch parameters). Every forward stores the states
 that the backward reads when gradients are needed.
+
+delta_softplus (delta_bias (channels,) or None): the scan uses softplus(delta + delta_bias),
+computed in fp32, as mamba_ssm's selective_scan_fn: Mamba's time step, whose pre-activation is
+a bf16 matrix product. The split kernels compute it per token and return the gradient of the
+pre-activation in delta's dtype (the bias's in its own), so that no fp32 (batch, seqlen,
+channels) time step is written, saved or differentiated outside. Other layouts: the same
+function in torch before the kernels.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from torch import Tensor
 
 from .._buffers import empty as _empty
 from .kernel import LOG2E, selective_scan_bwd_split_kernel, selective_scan_fwd_split_kernel
+from .reference import delta_activation
 from .sweep_kernels import (
     selective_scan_bwd_kernel,
     selective_scan_fwd_kernel,
@@ -77,11 +86,12 @@ def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
 
-def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, config=None, launch=None):
+def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, config=None, launch=None, act=None):
     """block_t: the time tile of the kernel that reads `states` (the state entering every tile).
     config: a CONFIG-like dict (default CONFIG). launch(kernel, grid) -> the function that is
     called with the kernel's arguments (default kernel[grid]); the benchmark passes one that only
-    compiles (kernel.warmup: its candidates compile in parallel) or one that records them."""
+    compiles (kernel.warmup: its candidates compile in parallel) or one that records them.
+    act: None, or (bias fp32 (channels,) or None) for softplus(delta + bias) in the split kernel."""
     config = CONFIG if config is None else config
     launch = launch or (lambda kernel, grid: kernel[grid])
     b, t, ch = u.shape
@@ -105,8 +115,9 @@ def _forward(u, delta, A2, B, C, D, init, store_states: bool, block_t: int, conf
     )
     flags = dict(BLOCK_N=_pow2(n), HAS_D=D is not None, HAS_INIT=init is not None, STORE_STATES=store_states)
     if layout == "split":
-        _forward_split(split, args, flags, B, C, n, ch, b, store_states, block_t, launch)
+        _forward_split(split, args, flags, B, C, n, ch, b, store_states, block_t, launch, act)
         return y, final, states
+    assert act is None, "the time step's activation is in the split kernels only (_uses_kernel_act)"
     if seq is not None:
         seq_t = seq["BLOCK_T"]
         state_t = block_t if store_states else seq_t  # (unused without states: one compiled variant)
@@ -133,7 +144,7 @@ def _split_config(config: dict, store_states: bool) -> dict:
     return config.get("fwd_split_train", config["fwd_split"]) if store_states else config["fwd_split"]
 
 
-def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launch):
+def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launch, act=None):
     """Launch `selective_scan_fwd_split_kernel` with sp = `_split_config(...)` (the rest: _forward's)."""
     block_n = flags["BLOCK_N"]
     ng = min(sp["NG"], block_n)
@@ -147,8 +158,27 @@ def _forward_split(sp, args, flags, B, C, n, ch, b, store_states, block_t, launc
     launch(selective_scan_fwd_split_kernel, (triton.cdiv(ch, block_c), b))(
         *args, BLOCK_T=split_t, BLOCK_C=block_c, NG=ng, STATE_T=state_t, PAIRS=pairs, EVEN_C=ch % block_c == 0,
         NBUF=sp.get("NBUF", 2), SHFL_UD=_shfl_ud(sp, args[0], args[1], ng, split_t),
-        **flags, num_warps=sp["num_warps"],
+        **_act_args(act), ASM=not _INTERPRET, **flags, num_warps=sp["num_warps"],
     )
+
+
+def _act_args(act, dbias_part=None) -> dict:
+    """The split kernels' arguments of the time step's activation (see _forward's act)."""
+    if act is None:
+        return {}
+    bias = act[0]
+    out = dict(SOFTPLUS=True, HAS_BIAS=bias is not None)
+    if bias is not None:
+        out["db_ptr"] = bias
+        if dbias_part is not None:
+            out["ddb_part_ptr"] = dbias_part
+    return out
+
+
+def _uses_kernel_act(config=None) -> bool:
+    """Whether CONFIG's forward and backward are the split kernels (which take delta_softplus)."""
+    config = CONFIG if config is None else config
+    return config["fwd"].get("layout") == "split" and config["bwd"].get("layout", "split") == "split"
 
 
 def _shfl_ud(sp: dict, u: Tensor, delta: Tensor, ng: int, block_t: int) -> bool:
@@ -167,38 +197,45 @@ def _pairs_ok(x: Tensor, n: int) -> bool:
 
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, initial_state):
+    def forward(ctx, u, delta, A, B, C, D, initial_state, delta_bias, softplus):
         A2 = (A.float() * LOG2E).contiguous()
         D32 = D.float().contiguous() if D is not None else None
         init = initial_state.float().contiguous() if initial_state is not None else None
+        bias = delta_bias.float().contiguous() if delta_bias is not None else None
+        act = (bias,) if softplus else None
         # the forward stores the state entering every time tile when a backward will follow
         # (the tile size of the backward: it recomputes h inside each tile from that state)
         store = any(ctx.needs_input_grad)
         block_t = CONFIG["bwd" if store else "fwd"]["BLOCK_T"]
-        y, final, states = _forward(u, delta, A2, B, C, D32, init, store, block_t)
-        ctx.save_for_backward(u, delta, A2, B, C, D32, states)
-        ctx.meta = (A.dtype, None if D is None else D.dtype, None if initial_state is None else initial_state.dtype, block_t)
+        y, final, states = _forward(u, delta, A2, B, C, D32, init, store, block_t, act=act)
+        ctx.save_for_backward(u, delta, A2, B, C, D32, states, bias)
+        ctx.meta = (A.dtype, None if D is None else D.dtype, None if initial_state is None else initial_state.dtype,
+                    block_t, None if delta_bias is None else delta_bias.dtype, softplus)
         ctx.set_materialize_grads(False)
         return y, final
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        u, delta, A2, B, C, D32, states = ctx.saved_tensors
-        A_dtype, D_dtype, init_dtype, block_t = ctx.meta
+        u, delta, A2, B, C, D32, states, bias = ctx.saved_tensors
+        A_dtype, D_dtype, init_dtype, block_t, bias_dtype, softplus = ctx.meta
         assert CONFIG["bwd"]["BLOCK_T"] == block_t, "CONFIG['bwd']['BLOCK_T'] changed between forward and backward"
         dy = dy if dy is not None else torch.zeros_like(u)
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
-        du, ddelta, dA, dB, dC, dD, dinit = _backward(u, delta, A2, B, C, D32, states, dy, dfinal,
-                                                      init_dtype is not None, block_t)
+        du, ddelta, dA, dB, dC, dD, dinit, dbias = _backward(u, delta, A2, B, C, D32, states, dy, dfinal,
+                                                             init_dtype is not None, block_t,
+                                                             act=(bias,) if softplus else None)
         return (
             du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), dD.to(D_dtype) if dD is not None else None,
-            dinit.to(init_dtype) if dinit is not None else None,
+            dinit.to(init_dtype) if dinit is not None else None, dbias.to(bias_dtype) if dbias is not None else None,
+            None,
         )
 
 
-def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, block_t: int, config=None, launch=None):
+def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, block_t: int, config=None, launch=None,
+              act=None):
     """The backward kernel of CONFIG["bwd"]["layout"] and the sums of its partials: (du, ddelta,
-    dA, dB, dC, dD or None, dinit or None), dA..dinit in fp32. config / launch as in _forward."""
+    dA, dB, dC, dD or None, dinit or None, dbias or None), dA..dbias in fp32. config / launch /
+    act as in _forward (ddelta: the gradient of the pre-activation with act)."""
     cfg = (CONFIG if config is None else config)["bwd"]
     launch = launch or (lambda kernel, grid: kernel[grid])
     b, t, ch = u.shape
@@ -223,6 +260,8 @@ def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, blo
     dA_part = _empty(b, ch, n, like=u, dtype=torch.float32)
     dD_part = _empty(b, ch, like=u, dtype=torch.float32) if D32 is not None else dA_part
     dinit = _empty(b, ch, n, like=u, dtype=torch.float32) if need_dinit else dA_part
+    has_bias = act is not None and act[0] is not None
+    dbias_part = None
     # the split kernel's offsets from du to ddelta and from the dB to the dC partials (the tile
     # kernel takes no such arguments)
     planes = (b * t * ch, ncb * b * t * n) if split else ()
@@ -238,23 +277,30 @@ def _backward(u, delta, A2, B, C, D32, states, dy, dfinal, need_dinit: bool, blo
         pairs = cfg.get("pairs", True) and block_n // ng >= 2 and all(_pairs_ok(x, n) for x in (B, C))
         rs = cfg.get("rs", True)
         rs_g = rs and u.dtype == delta.dtype and 2 * cfg["CT"] >= ng
+        if has_bias:  # the bias's partial sums: per lane group, or one (the reduce-scatter's) per channel
+            dbias_part = _empty(b, 1 if rs_g else ng, ch, like=u, dtype=torch.float32)
         rs_c = rs and cfg["num_warps"] == 1 and 2 * (block_n // ng) >= 32 // ng
         launch(selective_scan_bwd_split_kernel, (ncb, b))(
             *args, NG=ng, CT=cfg["CT"], PAIRS=pairs, EVEN_C=ch % block_c == 0,
             RECOMPUTE_A=cfg.get("recompute_a", True), PREFETCH=cfg.get("prefetch", True),
-            RS_G=rs_g, RS_C=rs_c, ASM=not _INTERPRET, **flags, num_warps=cfg["num_warps"],
+            RS_G=rs_g, RS_C=rs_c, ASM=not _INTERPRET, **_act_args(act, dbias_part), **flags,
+            num_warps=cfg["num_warps"],
         )
     else:
+        assert act is None, "the time step's activation is in the split kernels only (_uses_kernel_act)"
         launch(selective_scan_bwd_kernel, (ncb, b))(*args, **flags, num_warps=cfg.get("tile_warps", 2))
     return (du, ddelta, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0),
-            dD_part.sum(0) if D32 is not None else None, dinit if need_dinit else None)
+            dD_part.sum(0) if D32 is not None else None, dinit if need_dinit else None,
+            dbias_part.sum((0, 1)) if dbias_part is not None else None)
 
 
 def selective_scan(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-    initial_state: Tensor | None = None, chunk_size: int = 32,
+    initial_state: Tensor | None = None, chunk_size: int = 32, delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Triton selective scan; shapes in the module docstring. chunk_size: see there."""
+    """Triton selective scan; shapes in the module docstring. chunk_size, delta_bias,
+    delta_softplus: see there."""
     b, t, ch = u.shape
     assert u.is_cuda or _INTERPRET, "the Triton selective scan needs CUDA tensors (kernels.selective_scan falls back to the reference)"
     assert delta.shape == u.shape, f"delta must match u {tuple(u.shape)}, got {tuple(delta.shape)}"
@@ -262,5 +308,10 @@ def selective_scan(
     n = A.shape[1]
     assert B.shape == C.shape == (b, t, n), f"B, C must be (batch, seqlen, dstate) = {(b, t, n)}; got B {tuple(B.shape)}, C {tuple(C.shape)}"
     assert D is None or D.shape == (ch,), f"D must be (channels,) = ({ch},), got {tuple(D.shape)}"
+    assert delta_bias is None or delta_bias.shape == (ch,), (
+        f"delta_bias must be (channels,) = ({ch},), got {tuple(delta_bias.shape)}")
     del chunk_size
-    return SelectiveScan.apply(u, delta, A, B, C, D, initial_state)
+    if (delta_bias is not None or delta_softplus) and not (delta_softplus and _uses_kernel_act()):
+        # (a bias alone, or a layout without the activation: in torch before the kernels)
+        delta, delta_bias, delta_softplus = delta_activation(delta, delta_bias, delta_softplus), None, False
+    return SelectiveScan.apply(u, delta, A, B, C, D, initial_state, delta_bias, bool(delta_softplus))

@@ -44,6 +44,17 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
     )
 
 
+def delta_activation(delta: Tensor, bias: Tensor | None = None, softplus: bool = False) -> Tensor:
+    """The time step the scan uses from a pre-activation delta: delta + bias, then softplus,
+    in fp32 (>= fp32) when either is asked for (under bf16 autocast a bf16 bias add would
+    quantise small time steps), else delta itself. Mamba: softplus(dt_proj(dt) + dt_bias)."""
+    if bias is None and not softplus:
+        return delta
+    ct = torch.promote_types(delta.dtype, torch.float32)
+    x = delta.to(ct) + bias.to(ct) if bias is not None else delta.to(ct)
+    return F.softplus(x) if softplus else x
+
+
 def _compute_dtype(u: Tensor) -> torch.dtype:
     return torch.promote_types(u.dtype, torch.float32)
 
