@@ -301,14 +301,24 @@ SS_BWD = {
 }
 
 
+SS_ACT = {"plain": None, "softplus_bias": True, "softplus": False}  # Mamba's time step in the kernels
+
+
 @pytest.mark.parametrize("shape", [(2, 301, 200, 16), (1, 77, 96, 5), (3, 16, 64, 16)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("bwd", list(SS_BWD))
-def test_selective_scan_backward_layouts(bwd, shape, monkeypatch):
+@pytest.mark.parametrize("act", list(SS_ACT))
+def test_selective_scan_backward_layouts(bwd, shape, act, monkeypatch):
     """Every backward kernel and launch variant gives the reference's gradients (fp32 and bf16,
     with D, an initial state and a gradient of the final state): odd lengths (a partial last
     tile), a length that is a multiple of the tile, N = 5 (masked states), channels that are not
-    a multiple of the program's."""
+    a multiple of the program's; act: delta a pre-activation of either sign, softplus(delta +
+    bias) (and its gradients, the bias's included) computed in the split kernels (the tile
+    layout: in torch before them)."""
     import kernels.selective_scan.op as op
+    from kernels.selective_scan.reference import delta_activation
+
+    if act != "plain" and bwd not in ("split_default", "split_all_reduce", "split_ng2_2warps", "split_ng8_ct4", "tile"):
+        pytest.skip("the time step's activation: the default, the all-reduce path, two warps, NG 8, the tile fallback")
 
     cfg = SS_BWD[bwd]
     if cfg == "tile":
@@ -325,13 +335,52 @@ def test_selective_scan_backward_layouts(bwd, shape, monkeypatch):
         d = {"u": _leaf(r(b, t, c), dtype), "delta": _leaf(F.softplus(r(b, t, c) - 1.0), dtype),
              "A": _leaf(-torch.exp(r(c, n) * 0.5)), "B": _leaf(r(b, t, n), dtype), "C": _leaf(r(b, t, n), dtype),
              "D": _leaf(r(c)), "initial_state": _leaf(r(b, c, n))}
-        y, fin = op.selective_scan(d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], initial_state=d["initial_state"])
+        softplus, kw = SS_ACT[act] is not None, {}
+        if softplus:
+            d["delta"] = _leaf(2 * r(b, t, c) - 1.0, dtype)
+            if SS_ACT[act]:
+                d["delta_bias"] = _leaf(r(c) - 1.0)
+            kw = {"delta_bias": d.get("delta_bias"), "delta_softplus": True}
+        y, fin = op.selective_scan(d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], initial_state=d["initial_state"], **kw)
         ref = {k: v.detach().double().requires_grad_() for k, v in d.items()}
-        yr, fr = selective_scan_chunked(ref["u"], ref["delta"], ref["A"], ref["B"], ref["C"], ref["D"],
-                                        initial_state=ref["initial_state"])
+        yr, fr = selective_scan_chunked(ref["u"], delta_activation(ref["delta"], ref.get("delta_bias"), softplus), ref["A"],
+                                        ref["B"], ref["C"], ref["D"], initial_state=ref["initial_state"])
         cot = (torch.randn_like(yr), torch.randn_like(fr))
         for k, go, gr in zip(d, _grads((y, fin), list(d.values()), cot), _grads((yr, fr), list(ref.values()), cot)):
-            check(f"ss bwd {bwd} {shape} d{k}", go, gr, dtype)
+            check(f"ss bwd {bwd} {act} {shape} d{k}", go, gr, dtype)
+
+
+# -- Mamba's output gate -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 2048, 2048), (2, 301, 1500), (1, 7, 96)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("slab", [False, True], ids=["fresh", "slab"])
+def test_silu_gate_matches_reference(shape, dtype, slab):
+    """y * silu(z) and dy, dz against fp64, z sliced out of an in-projection (strided); with a
+    slab, z's gradient lands in it in place and the split's gradient equals torch.split's."""
+    from kernels.gate import op
+    from kernels.slab import GradSlab
+
+    b, t, d = shape
+    gen = torch.Generator(device=DEV).manual_seed(8)
+    xz = _leaf(2 * torch.randn(b, t, 2 * d, device=DEV, generator=gen), dtype)
+    y = _leaf(torch.randn(b, t, d, device=DEV, generator=gen), dtype)
+    sl = GradSlab(xz, [d, d]) if slab else None
+    x, z = sl.split(xz) if slab else xz.chunk(2, dim=-1)
+    in_place = []
+    if slab:
+        z.register_hook(lambda gz: in_place.append(gz.data_ptr() == sl.view(1).data_ptr()))
+    out = op.silu_gate(y, z, dz_into=sl and sl.part(1))
+    cot = (torch.randn(out.shape, device=DEV, dtype=torch.float64), torch.randn(x.shape, device=DEV, dtype=torch.float64))
+    g = _grads((out, x), [y, xz], cot)
+    assert in_place == ([True] if slab else []), "z's gradient was not written into the slab"
+    ref = [v.detach().double().requires_grad_() for v in (y, xz)]
+    out_r = ref[0] * F.silu(ref[1][..., d:])
+    g_r = _grads((out_r, ref[1][..., :d]), ref, cot)
+    check(f"gate {shape} out", out, out_r, dtype)
+    for k, go, gr in zip(("dy", "d(x, z)"), g, g_r):
+        check(f"gate {shape} {k}", go, gr, dtype)
 
 
 # -- HADES's in_proj + router product ----------------------------------------------------------

@@ -11,7 +11,13 @@ State Spaces", Section 3 / Algorithm 2; the layer definition of mamba_ssm's `Mam
 
 The decay is per channel AND state index (A is d_inner x N), unlike Mamba2's scalar per head.
 Reference path: `kernels.selective_scan.selective_scan_chunked`; fast path: the public
-`kernels.selective_scan.selective_scan` (Triton on CUDA); decode: one `selective_scan_step`.
+`kernels.selective_scan.selective_scan` (Triton on CUDA), which takes dt_proj's output before
+its bias and softplus and applies both inside its kernels (as mamba_ssm's delta_bias /
+delta_softplus: no fp32 (batch, seqlen, d_inner) time step in memory), the gate
+`kernels.gate.silu_gate`, and x's and z's gradients written into one `kernels.slab.GradSlab`
+(the conv's and the gate's backwards: no concatenation after the in-projection); decode: one
+`selective_scan_step`. Every path computes delta = softplus(dt_proj(dt) + bias) in fp32 from the
+same rounded product (`kernels.selective_scan.delta_activation`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hades.config import ModelConfig
-from kernels.selective_scan import selective_scan, selective_scan_chunked, selective_scan_step
+from kernels.gate import silu_gate
+from kernels.selective_scan import (
+    delta_activation,
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_step,
+)
 
 from ..layers import ShortConv
 from .base import Mixer, MixerOutput, State
@@ -36,6 +48,9 @@ class Mamba(Mixer):
     Decode state: {"conv": (batch, d_inner, d_conv - 1), "ssm": (batch, d_inner, d_state)}.
     """
     arch = "mamba"  # the id a config names (hades/archs.py finds it here)
+    # False: the fast path's time step, gate and split in plain torch around the Triton scan (the
+    # fusion's before, for `benchmarks.train_throughput --mamba-unfused`; same function)
+    fused_glue = True
 
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
@@ -69,21 +84,32 @@ class Mamba(Mixer):
         return {"A_log", "D", "dt_proj.bias"}
 
     def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x: (..., d_inner) after the conv -> delta (..., d_inner) fp32, B, C (..., d_state)."""
+        """x: (..., d_inner) after the conv -> dt (..., d_inner), the time step before dt_proj's
+        bias and softplus (in x's dtype under autocast), B, C (..., d_state)."""
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        # softplus in fp32 with the bias added there, as the CUDA kernel does (delta_bias):
-        # under bf16 autocast a bf16 bias add would quantise small time steps.
-        delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
-        return delta, B, C
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def _delta(self, dt: Tensor) -> Tensor:
+        """softplus(dt + bias) in fp32, as the CUDA kernel does (delta_bias): under bf16 autocast
+        a bf16 bias add would quantise small time steps."""
+        return delta_activation(dt, self.dt_proj.bias, softplus=True)
 
     def forward(self, u: Tensor, return_state: bool = False) -> MixerOutput:
-        x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, t, d_inner) each
-        x, conv_state = self.conv(x, return_state=return_state)
-        delta, B, C = self._ssm_inputs(x)
+        xz = self.in_proj(u)
+        fused = self.use_fast_path(xz) and self.fused_glue
+        slab = self.grad_slab(xz, [self.d_inner, self.d_inner]) if fused else None  # (x's, z's gradients in place)
+        x, z = slab.split(xz) if slab is not None else xz.chunk(2, dim=-1)  # (b, t, d_inner) each
+        x, conv_state = self.conv(x, return_state=return_state, dx_into=slab and slab.part(0))
+        dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        scan = selective_scan if self.use_fast_path(x) else selective_scan_chunked
-        y, ssm_state = scan(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
-        out = self.out_proj(y * F.silu(z))
+        if fused:  # the bias and softplus inside the scan's kernels, the gate fused
+            y, ssm_state = selective_scan(x, dt, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size,
+                                          delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+            out = self.out_proj(silu_gate(y, z, dz_into=slab and slab.part(1)))
+        else:
+            scan = selective_scan if self.use_fast_path(x) else selective_scan_chunked
+            y, ssm_state = scan(x, self._delta(dt), A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
+            out = self.out_proj(y * F.silu(z))
         state = {"conv": conv_state, "ssm": ssm_state} if return_state else None
         return MixerOutput(out, {}, state)
 
@@ -97,7 +123,7 @@ class Mamba(Mixer):
     def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, d_inner) each
         x, conv_state = self.conv.step(x, state["conv"])
-        delta, B, C = self._ssm_inputs(x)
+        dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        y, ssm_state = selective_scan_step(state["ssm"], x, delta, A, B, C, self.D.float())
+        y, ssm_state = selective_scan_step(state["ssm"], x, self._delta(dt), A, B, C, self.D.float())
         return self.out_proj(y * F.silu(z)), {"conv": conv_state, "ssm": ssm_state}
