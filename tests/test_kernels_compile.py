@@ -80,9 +80,23 @@ def _ss_cases():
     return out
 
 
+def _gate_cases():
+    from kernels.gate import op
+    from kernels.gate.kernel import gate_bwd_kernel, gate_fwd_kernel
+
+    m, d = 16384, 2048
+    meta = dict(BLOCK_M=op.CONFIG["BLOCK_M"], BLOCK_D=op.CONFIG["BLOCK_D"], num_warps=op.CONFIG["num_warps"])
+    out = []
+    for dt in (BF16, F32):
+        x = _t(dt, m, d)
+        out += [pytest.param(gate_fwd_kernel, (x, x, x, m, d, 2 * d, 2 * d, d), meta, id=f"gate_fwd_{str(dt)[6:]}"),
+                pytest.param(gate_bwd_kernel, (x, x, x, x, x, m, d, d, d, 2 * d, d, 2 * d), meta, id=f"gate_bwd_{str(dt)[6:]}")]
+    return out
+
+
 def _cases():
     try:
-        return _conv_cases() + _norm_cases() + _ss_cases()
+        return _conv_cases() + _norm_cases() + _ss_cases() + _gate_cases()
     except ImportError:  # no Triton: the test below skips
         return [pytest.param(None, None, None, id="no-triton")]
 
