@@ -100,6 +100,22 @@ def _sweep(rows: int) -> list[dict]:
     return out
 
 
+def _residual_add(rows: int, op) -> dict:
+    """The blocks' residual add, fp32 stream + bf16 mixer output -> fp32 (16384 x 1024): the
+    Triton forward of `residual_add` against torch's x + y (an unvectorised kernel for mixed
+    dtypes), kernel time, and the floor (read 4 + 2, write 4 bytes per element)."""
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(rows, 1024, device="cuda", generator=g)
+    y = torch.randn(rows, 1024, device="cuda", generator=g).to(torch.bfloat16)
+    res = op.ResidualGrad()
+    row = {"case": "residual_add fp32 + bf16", "rows": rows, "dim": 1024,
+           "ours_kern_ms": kernel_ms(lambda: op.residual_add(x, y, res)), "torch_kern_ms": kernel_ms(lambda: x + y),
+           "floor_ms": 10 * x.numel() / copy_rate() * 1e3, "equal": bool(torch.equal(op.residual_add(x, y, res), x + y))}
+    row["ours_vs_floor"], row["torch/ours"] = row["ours_kern_ms"] / row["floor_ms"], row["torch_kern_ms"] / row["ours_kern_ms"]
+    print("\nresidual add (kernel ms)\n" + table([row], list(row)), flush=True)
+    return row
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=8 * 2048)
@@ -141,7 +157,9 @@ def main(argv=None):
     cols = ["case", "ours_fwd_kern_ms", "floor_fwd_ms", "ours_fwd_kern_vs_floor", "ours_bwd_kern_ms", "floor_bwd_ms",
             "ours_bwd_kern_vs_floor", "torch_bwd_kern_ms", "torch/ours_bwd_kern"]
     print("\nkernel time alone (ms)\n" + table(rows, cols))
-    payload = {"env": environment(), "config": dict(op.CONFIG), "copy_rate": copy_rate(), "rows": rows}
+    add = _residual_add(args.rows, op)
+    payload = {"env": environment(), "config": dict(op.CONFIG), "copy_rate": copy_rate(), "rows": rows,
+               "residual_add": add}
     if args.sweep:
         payload["sweep"] = _sweep(args.rows)
     save("norm", payload)

@@ -46,7 +46,7 @@ def _conv_cases():
 
 def _norm_cases():
     from kernels.norm import op
-    from kernels.norm.kernel import norm_bwd_kernel
+    from kernels.norm.kernel import add_kernel, norm_bwd_kernel
 
     m, d = 16384, 1024
     out = []
@@ -57,6 +57,13 @@ def _norm_cases():
             meta = dict(G=d, BLOCK_M=max(1, op.CONFIG["BWD_TILE"] // d), BLOCK_D=d, TILES=8, HAS_Z=False, HAS_DRES=dres,
                         num_warps=op.CONFIG["BWD_WARPS"])
             out.append(pytest.param(norm_bwd_kernel, pos, meta, id=f"norm_bwd_{str(dt)[6:]}_dres{int(dres)}"))
+        # the gated norm with a second consumer's gradient added (HADES's diversity loss)
+        pos = (x, x, _t(F32, d), x, _t(F32, m), x, x, _t(F32, 8, d), x, m, 1, d, d, d, d, d, 0)
+        meta = dict(G=d, BLOCK_M=max(1, op.CONFIG["BWD_TILE"] // d), BLOCK_D=d, TILES=8, HAS_Z=True, HAS_DRES=False,
+                    dext_ptr=x, s_dext=d, HAS_DEXT=True, num_warps=op.CONFIG["BWD_WARPS"])
+        out.append(pytest.param(norm_bwd_kernel, pos, meta, id=f"norm_bwd_gated_{str(dt)[6:]}_dext"))
+    out.append(pytest.param(add_kernel, (_t(F32, m, d), _t(BF16, m, d), _t(F32, m, d), m * d),
+                            dict(BLOCK=op.CONFIG["ADD_BLOCK"], num_warps=op.CONFIG["ADD_WARPS"]), id="residual_add_fp32_bf16"))
     return out
 
 

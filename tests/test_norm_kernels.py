@@ -181,7 +181,7 @@ def _interpreter_checks() -> list[dict]:
         for k, a, b, t in zip(("dy", "dz", "dw") if kind == "gated" else ("dx", "dw"), g, g_r, args):
             out.append({"name": f"{name} {k}", "err": _rel(a, b), "tol": TRITON_TOL[str(t.dtype).replace("torch.", "")]})
     op.CONFIG.update(FWD_TILE=4096, BWD_TILE=4096)
-    return out + _residual_checks()
+    return out + _residual_checks() + _holder_checks()
 
 
 def _residual_checks() -> list[dict]:
@@ -204,22 +204,52 @@ def _residual_checks() -> list[dict]:
         for w, m in zip(wl, ms):
             res = op.ResidualGrad() if fused else None
             y = torch.tanh(op.rms_norm(h, w, 1e-5, residual=res) @ m).to(torch.bfloat16)
-            h = op.residual_add(h, y, res) if fused else h + y
+            h = op.residual_add(h, y, res) if fused else h + y  # (fused: the Triton add, fp32 + bf16)
             holders.append(res)
         grads = torch.autograd.grad((h * dout).sum(), [x, *wl])
-        return grads, holders
+        return h.detach(), grads, holders
 
-    (ref, _), (got, holders) = blocks(False), blocks(True)
+    (h_ref, ref, _), (h_got, got, holders) = blocks(False), blocks(True)
     left = {"name": "residual holders emptied", "err": float(any(r.g is not None for r in holders)), "tol": 0.0}
-    return [left] + [{"name": f"residual_add d{k}", "err": _rel(a, b), "tol": 1e-6}
-                     for k, a, b in zip(("x", "w0", "w1", "w2"), got, ref)]
+    same = {"name": "residual_add's Triton forward == x + y", "err": float(not torch.equal(h_got, h_ref)), "tol": 0.0}
+    return [left, same] + [{"name": f"residual_add d{k}", "err": _rel(a, b), "tol": 1e-6}
+                           for k, a, b in zip(("x", "w0", "w1", "w2"), got, ref)]
+
+
+def _holder_checks() -> list[dict]:
+    """HADES's step 8-9: slots = gated_rms_norm(y, z, w) feeding a product and the diversity
+    loss; with the loss's gradient left in a GradHolder and added inside the norm's backward
+    kernel == with autograd adding it (every gradient), the holder emptied; and a holder that
+    its consumer never filled (the diversity loss not differentiated) is no gradient."""
+    from kernels.diversity import op as div_op
+    from kernels.norm import op
+
+    gen = torch.Generator().manual_seed(12)
+    y0, z0 = torch.randn(2, 9, 64, generator=gen), 2 * torch.randn(2, 9, 64, generator=gen)
+    w0, dout = 1 + 0.3 * torch.randn(64, generator=gen), torch.randn(2, 9, 64, generator=gen)
+
+    def chain(fused, with_div=True):
+        leaves = [t.clone().requires_grad_(True) for t in (y0, z0, w0)]
+        hold = op.GradHolder() if fused else None
+        slots = op.gated_rms_norm(*leaves, 1e-5, 16, dout_extra=hold)
+        loss = (slots * dout).sum()
+        if with_div:
+            loss = loss + 3.0 * div_op.diversity_loss(slots.view(2, 9, 4, 16), grad_to=hold)
+        return torch.autograd.grad(loss, leaves), hold
+
+    (ref, _), (got, hold) = chain(False), chain(True)
+    (ref_nd, _), (got_nd, _) = chain(False, False), chain(True, False)
+    out = [{"name": "grad holder emptied", "err": float(hold.g is not None), "tol": 0.0}]
+    out += [{"name": f"norm + diversity via holder d{k}", "err": _rel(a, b), "tol": 1e-6}
+            for k, a, b in zip(("y", "z", "w"), got, ref)]
+    return out + [{"name": f"unfilled holder d{k}", "err": _rel(a, b), "tol": 0.0} for k, a, b in zip(("y", "z", "w"), got_nd, ref_nd)]
 
 
 @needs_triton
 def test_triton_kernels_in_interpreter():
     results = run_in_interpreter(__file__)
     n_grads = sum(1 if c[0] == "rms_no_rows" else 4 if c[1] == "gated" else 3 for c in INTERPRETER_CASES)
-    assert len(results) == len(INTERPRETER_CASES) + n_grads + 5, f"{len(results)} checks"
+    assert len(results) == len(INTERPRETER_CASES) + n_grads + 6 + 7, f"{len(results)} checks"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.norm import gated_rms_norm, residual_grad, rms_norm
+from kernels.norm import gated_rms_norm, grad_holder, residual_grad, rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -54,10 +54,20 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.use_kernel = False  # fast path as RMSNorm's: the fused Triton gated norm of kernels/norm
 
-    def forward(self, y: Tensor, z: Tensor, dz_into=None) -> Tensor:
-        """dz_into: a `kernels.slab.GradSlab` part for z's gradient (the fused kernel's), or None."""
+    def grad_holder(self, y: Tensor, z: Tensor):
+        """A holder for a second consumer's gradient of this norm's output, added inside the
+        fused backward kernel (`kernels.norm.grad_holder`), or None where the kernel is not used."""
+        if self.use_kernel and y.is_cuda and torch.is_grad_enabled():
+            return grad_holder(y, z, self.weight, self.group_size)
+        return None
+
+    def forward(self, y: Tensor, z: Tensor, dz_into=None, dout_extra=None) -> Tensor:
+        """dz_into: a `kernels.slab.GradSlab` part for z's gradient (the fused kernel's), or None;
+        dout_extra: a `grad_holder`'s holder (the fused kernel's), or None."""
         if self.use_kernel and y.is_cuda:
-            return gated_rms_norm(y, z, self.weight, self.eps, self.group_size, dz_into=dz_into)
+            return gated_rms_norm(y, z, self.weight, self.eps, self.group_size, dz_into=dz_into,
+                                  dout_extra=dout_extra)
+        assert dout_extra is None, "dout_extra is for the fused kernel (grad_holder gives None elsewhere)"
         dtype = y.dtype
         ct = torch.promote_types(dtype, torch.float32)  # fp64 stays fp64
         h = y.to(ct) * F.silu(z.to(ct))

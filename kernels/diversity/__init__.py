@@ -17,12 +17,15 @@ from .._triton import triton_op
 from .reference import diversity_loss_ref
 
 
-def diversity_loss(slot_outputs: Tensor) -> Tensor:
-    """Mean of (<ŷ_i, ŷ_j> - δ_ij)^2 over rows and slot pairs; Triton for CUDA inputs."""
+def diversity_loss(slot_outputs: Tensor, grad_to=None) -> Tensor:
+    """Mean of (<ŷ_i, ŷ_j> - δ_ij)^2 over rows and slot pairs; Triton for CUDA inputs. grad_to:
+    a `kernels.norm.grad_holder` of the norm that made slot_outputs (Triton only): the backward
+    leaves the slots' gradient there for that norm's backward kernel to add, and returns none."""
     if slot_outputs.is_cuda and slot_outputs.dtype in (torch.float32, torch.bfloat16, torch.float16):
         op = triton_op(__name__, "diversity_loss")
         if op is not None:
-            return op(slot_outputs)
+            return op(slot_outputs, grad_to=grad_to)
+    assert grad_to is None, "grad_to is for the Triton diversity loss only"
     return diversity_loss_ref(slot_outputs)
 
 

@@ -49,7 +49,7 @@ def _blocks(h: int, p: int) -> tuple[int, int]:
 
 class DiversityLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y):
+    def forward(ctx, y, grad_to):
         yr = _rows(y)
         rows, h, p = yr.shape
         bh, bp = _blocks(h, p)
@@ -61,7 +61,7 @@ class DiversityLoss(torch.autograd.Function):
                 BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, **_launch(yr),
             )
         ctx.save_for_backward(yr)
-        ctx.y_shape = y.shape
+        ctx.y_shape, ctx.grad_to = y.shape, grad_to
         return part.sum() / (rows * h * h)  # rows = 0: nan, as the mean of nothing
 
     @staticmethod
@@ -77,12 +77,16 @@ class DiversityLoss(torch.autograd.Function):
                 yr, dy, scale, rows, h, p, yr.stride(0), yr.stride(1), dy.stride(0), dy.stride(1), EPS,
                 BLOCK_R=br, BLOCK_H=bh, BLOCK_P=bp, **_launch(yr),
             )
-        return dy.reshape(ctx.y_shape)
+        if ctx.grad_to is not None:  # (added by the backward of the norm that made y)
+            ctx.grad_to.put(dy.reshape(ctx.y_shape))
+            return None, None
+        return dy.reshape(ctx.y_shape), None
 
 
-def diversity_loss(slot_outputs: Tensor) -> Tensor:
-    """Triton diversity loss; shapes in the module docstring."""
+def diversity_loss(slot_outputs: Tensor, grad_to=None) -> Tensor:
+    """Triton diversity loss; shapes in the module docstring. grad_to: a holder with put(g)
+    (`kernels.norm.op.GradHolder`) that receives the gradient instead of autograd."""
     assert slot_outputs.is_cuda or _INTERPRET, "the Triton diversity loss needs CUDA tensors"
     assert slot_outputs.dim() >= 2, f"slot_outputs must be (..., H, P), got {tuple(slot_outputs.shape)}"
     assert slot_outputs.dtype in (torch.float32, torch.bfloat16, torch.float16), f"fp32/bf16/fp16 only, got {slot_outputs.dtype}"
-    return DiversityLoss.apply(slot_outputs)
+    return DiversityLoss.apply(slot_outputs, grad_to)

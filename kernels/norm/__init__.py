@@ -57,16 +57,27 @@ def residual_add(x: Tensor, y: Tensor, residual) -> Tensor:
 
 
 def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
-                   dz_into=None) -> Tensor:
+                   dz_into=None, dout_extra=None) -> Tensor:
     """y, z (..., dim), any leading dims and strides, dtypes may differ; weight (dim,) ->
     h / sqrt(mean_group(h^2) + eps) * weight with h = y * silu(z) and the mean over each group of
     group_size consecutive channels (None = dim), (..., dim) in y's dtype; fp32 statistics.
     dz_into: a `kernels.slab.GradSlab` part for z's gradient (the Triton path writes it there;
-    the reference ignores it, and the slab's split copies the gradient in)."""
+    the reference ignores it, and the slab's split copies the gradient in). dout_extra: a holder
+    from `grad_holder` (the Triton path only): a second consumer's gradient of the output, left
+    there, is added inside the backward kernel instead of by autograd."""
     op = _op((y, z, weight), group_size or y.shape[-1])
     if op is not None:
-        return op.gated_rms_norm(y, z, weight, eps, group_size, dz_into=dz_into)
+        return op.gated_rms_norm(y, z, weight, eps, group_size, dz_into=dz_into, dout_extra=dout_extra)
+    assert dout_extra is None, "a gradient holder is for the Triton norm only (grad_holder returns None elsewhere)"
     return gated_rms_norm_ref(y, z, weight, eps, group_size)
 
 
-__all__ = ["gated_rms_norm", "gated_rms_norm_ref", "residual_add", "residual_grad", "rms_norm", "rms_norm_ref"]
+def grad_holder(y: Tensor, z: Tensor, weight: Tensor, group_size: int | None = None):
+    """For gated_rms_norm(y, z, weight, ...) on the Triton path: a holder (`op.GradHolder`) that
+    a consumer of the norm's output can leave its gradient in (`kernels.diversity`'s grad_to),
+    to pass as dout_extra; else None (let autograd add the gradients)."""
+    op = _op((y, z, weight), group_size or y.shape[-1])
+    return op.GradHolder() if op is not None else None
+
+
+__all__ = ["gated_rms_norm", "gated_rms_norm_ref", "grad_holder", "residual_add", "residual_grad", "rms_norm", "rms_norm_ref"]

@@ -56,13 +56,14 @@ def norm_bwd_kernel(
     x_ptr, z_ptr, w_ptr, dout_ptr, rstd_ptr, dx_ptr, dz_ptr, dw_part_ptr, dres_ptr,
     M, NG, s_x, s_z, s_dout, s_dx, s_dz, s_dres,
     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TILES: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_DRES: tl.constexpr,
+    HAS_DRES: tl.constexpr, dext_ptr=None, s_dext=0, HAS_DEXT: tl.constexpr = False,
 ):
     """Grid (cdiv(M, TILES * BLOCK_M), NG). Program (p, g) takes TILES tiles of BLOCK_M rows of
     group g from row p * TILES * BLOCK_M on and writes dw_part[p, g*G:(g+1)*G] (dw_part: fp32
     (grid[0], NG * G) contiguous). TILES is a compile-time loop bound (the launcher rounds it to
     a power of 2). Layouts as the forward; dx, dz like x, z. HAS_DRES (RMSNorm only): dres, like
-    x, is added into dx (the residual stream's gradient: `op.residual_add`)."""
+    x, is added into dx (the residual stream's gradient: `op.residual_add`). HAS_DEXT: dext, like
+    dout, is added to dout (a second consumer's gradient of the output: `op.GradHolder`)."""
     p = tl.program_id(0)
     g = tl.program_id(1)
     cols = tl.arange(0, BLOCK_D)
@@ -77,6 +78,8 @@ def norm_bwd_kernel(
         r64 = rows.to(tl.int64)[:, None]
         x = tl.load(x_ptr + r64 * s_x + ch, mask=mask, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + r64 * s_dout + ch, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DEXT:
+            dout += tl.load(dext_ptr + r64 * s_dext + ch, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(rstd_ptr + rows.to(tl.int64) * NG + g, mask=rmask, other=0.0)[:, None]
         if HAS_Z:
             z = tl.load(z_ptr + r64 * s_z + ch, mask=mask, other=0.0).to(tl.float32)
@@ -97,3 +100,15 @@ def norm_bwd_kernel(
                 dh += tl.load(dres_ptr + r64 * s_dres + ch, mask=mask, other=0.0).to(tl.float32)
             tl.store(dx_ptr + r64 * s_dx + ch, dh.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.store(dw_part_ptr + p * (NG * G) + g * G + cols, tl.sum(dw, axis=0), mask=cmask)
+
+
+@triton.jit
+def add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """out = x + y over n contiguous elements, in fp32, stored in out's dtype (the residual
+    stream's fp32 x plus a bf16 mixer output: torch's add of mixed dtypes runs its unvectorised
+    kernel, ~1.6x this one's floor on an H200, docs/benchmarks.md)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (x + y).to(out_ptr.dtype.element_ty), mask=mask)

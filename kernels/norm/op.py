@@ -20,12 +20,13 @@ from torch import Tensor
 
 from .._buffers import empty as _empty
 from ..slab import into as _into
-from .kernel import norm_bwd_kernel, norm_fwd_kernel
+from .kernel import add_kernel, norm_bwd_kernel, norm_fwd_kernel
 
 # FWD_TILE / BWD_TILE: elements (rows x next_power_of_2(group)) of one program's tile; a row is
 # never split, so a tile holds at least one row. BWD_PROGRAMS_PER_SM: backward programs per SM
 # (each one a partial dweight row). benchmarks/norm.py --sweep times other choices.
-CONFIG = {"FWD_TILE": 2048, "FWD_WARPS": 8, "BWD_TILE": 2048, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 8}  # H100 sweep, docs/benchmarks.md
+CONFIG = {"FWD_TILE": 2048, "FWD_WARPS": 8, "BWD_TILE": 2048, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 8,  # H100 sweep, docs/benchmarks.md
+          "ADD_BLOCK": 4096, "ADD_WARPS": 8}  # residual_add's forward: elements per program, warps
 MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the public entry falls back above
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -51,7 +52,7 @@ class RMSNormFn(torch.autograd.Function):
     """out = h * rstd * weight per group of `group_size` channels, h = x or x * silu(z)."""
 
     @staticmethod
-    def forward(ctx, x, z, weight, eps, group_size, dz_into, residual):
+    def forward(ctx, x, z, weight, eps, group_size, dz_into, residual, dout_extra=None):
         dim = x.shape[-1]
         x2 = _rows(x)
         z2 = _rows(z) if z is not None else None
@@ -69,7 +70,7 @@ class RMSNormFn(torch.autograd.Function):
             )
         ctx.save_for_backward(x2, z2, w, rstd)
         ctx.group_size = group_size
-        ctx.dz_into, ctx.residual = dz_into, residual
+        ctx.dz_into, ctx.residual, ctx.dout_extra = dz_into, residual, dout_extra
         ctx.shapes = (x.shape, None if z is None else z.shape)
         ctx.w_dtype = weight.dtype
         return out.reshape(x.shape)
@@ -84,6 +85,8 @@ class RMSNormFn(torch.autograd.Function):
         dout2 = _rows(dout)
         dres = ctx.residual.take() if ctx.residual is not None else None  # (residual_add's backward left it)
         dres2 = _rows(dres) if dres is not None else None
+        dext = ctx.dout_extra.take() if ctx.dout_extra is not None else None  # (None: that consumer had no backward)
+        dext2 = _rows(dext.reshape(x_shape)) if dext is not None else None  # (left in the consumer's view)
         dx = _empty(m, dim, like=x2)
         dz = _into(ctx.dz_into, (m, dim), like=z2) if z2 is not None else None
         if m == 0:
@@ -102,10 +105,29 @@ class RMSNormFn(torch.autograd.Function):
                 m, ng, x2.stride(0), z2.stride(0) if z2 is not None else 0, dout2.stride(0),
                 dx.stride(0), dz.stride(0) if dz is not None else 0, dres2.stride(0) if dres2 is not None else 0,
                 G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, HAS_DRES=dres2 is not None,
+                **({} if dext2 is None else dict(dext_ptr=dext2, s_dext=dext2.stride(0), HAS_DEXT=True)),
                 num_warps=CONFIG["BWD_WARPS"],
             )
             dw = dw_part.sum(0).to(ctx.w_dtype)
-        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None, None
+        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None, None, None
+
+
+class GradHolder:
+    """A gradient that an op's backward leaves for an op upstream of it to add (`take`): the
+    norm's output gradient from a second consumer (`gated_rms_norm(dout_extra=)`, HADES's
+    diversity loss), so that autograd adds no two gradients of the output's size."""
+
+    def __init__(self):
+        self.g: Tensor | None = None
+
+    def put(self, g: Tensor) -> None:
+        assert self.g is None, "a GradHolder takes one gradient per backward"
+        self.g = g
+
+    def take(self) -> Tensor | None:
+        """The gradient left there, or None (that consumer was not differentiated)."""
+        g, self.g = self.g, None
+        return g
 
 
 class ResidualGrad:
@@ -124,7 +146,14 @@ class _ResidualAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, residual):
         ctx.residual, ctx.y_dtype = residual, y.dtype
-        return x + y
+        if not (x.is_contiguous() and y.is_contiguous() and x.dtype == torch.promote_types(x.dtype, y.dtype)):
+            return x + y
+        out = _empty(*x.shape, like=x)
+        n = x.numel()
+        if n:
+            add_kernel[(triton.cdiv(n, CONFIG["ADD_BLOCK"]),)](x, y, out, n, BLOCK=CONFIG["ADD_BLOCK"],
+                                                               num_warps=CONFIG["ADD_WARPS"])
+        return out
 
     @staticmethod
     def backward(ctx, g):
@@ -159,11 +188,13 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5, residual: ResidualGra
 
 
 def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float = 1e-5, group_size: int | None = None,
-                   dz_into=None) -> Tensor:
+                   dz_into=None, dout_extra: GradHolder | None = None) -> Tensor:
     """y, z (..., dim), weight (dim,) -> RMSNorm(y * silu(z)) per group of group_size channels
     (None = dim), (..., dim) in y's dtype; Triton. dz_into: a `kernels.slab.GradSlab` part
-    that z's gradient is written into (z a piece of the slab's split), or None."""
+    that z's gradient is written into (z a piece of the slab's split), or None. dout_extra: a
+    `GradHolder` whose gradient (of the output's shape, left by a consumer of the output that
+    returns none to autograd) the backward kernel adds to the output's gradient."""
     group_size = group_size or y.shape[-1]
     assert z.shape == y.shape, f"y and z must have one shape, got {tuple(y.shape)} and {tuple(z.shape)}"
     _check(y, weight, group_size)
-    return RMSNormFn.apply(y, z, weight, eps, group_size, dz_into, None)
+    return RMSNormFn.apply(y, z, weight, eps, group_size, dz_into, None, dout_extra)

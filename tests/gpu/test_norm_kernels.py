@@ -209,3 +209,46 @@ def test_modules_use_kernel_matches_torch_path(autocast):
             err = rel_err(a, b)
             RECORD.append({"name": f"module {name} {k} use_kernel", "dtype": str(dtype), "err": err, "tol": tol})
             assert a.dtype == b.dtype and err <= tol, f"{name} {k}: kernel vs torch rel err {err:.2e} > {tol:.0e} ({a.dtype}, {b.dtype})"
+
+
+@pytest.mark.parametrize("ydt", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_residual_add_forward_is_torch_add(ydt):
+    """residual_add's Triton forward (fp32 residual stream + the mixer's output) == x + y bit for
+    bit at the training shape and at a length that is not a multiple of its block; a
+    non-contiguous y takes torch's add."""
+    from kernels.norm import op
+
+    for shape in ((8, 2048, 1024), (3, 37, 1000)):
+        x = torch.randn(*shape, device=DEV)
+        y = torch.randn(*shape, device=DEV).to(ydt)
+        res = op.ResidualGrad()
+        out = op.residual_add(x, y, res)
+        assert out.dtype == torch.float32 and torch.equal(out, x + y), f"{shape}: Triton add != x + y"
+        yt = y.transpose(0, 1).contiguous().transpose(0, 1)
+        assert torch.equal(op.residual_add(x, yt, res), x + yt)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_gated_norm_adds_the_held_gradient(dtype):
+    """HADES's slots = gated_rms_norm(y, z) feeding out_proj and the diversity loss: the loss's
+    gradient left in a GradHolder and added inside the norm's backward kernel == autograd's sum
+    (every gradient, the training shape); the holder emptied."""
+    from kernels.diversity import op as div_op
+    from kernels.norm import op
+
+    gen = torch.Generator(device=DEV).manual_seed(9)
+    y0, z0 = (torch.randn(8, 2048, 1024, device=DEV, generator=gen).to(dtype) for _ in range(2))
+    w0 = 1 + 0.3 * torch.randn(1024, device=DEV, generator=gen)
+    proj = torch.randn(1024, 1024, device=DEV, generator=gen).to(dtype) * 1024**-0.5
+    grads = {}
+    for fused in (False, True):
+        leaves = [t.clone().requires_grad_(True) for t in (y0, z0, w0)]
+        hold = op.GradHolder() if fused else None
+        slots = op.gated_rms_norm(*leaves, EPS, 1024, dout_extra=hold)
+        loss = (slots @ proj).float().square().mean() + 0.1 * div_op.diversity_loss(slots.view(8, 2048, 16, 64), grad_to=hold)
+        grads[fused] = torch.autograd.grad(loss, leaves)
+        assert hold is None or hold.g is None, "the holder kept a gradient"
+    for k, a, b in zip(("dy", "dz", "dw"), grads[True], grads[False]):
+        err = rel_err(a, b)
+        RECORD.append({"name": f"gated norm held gradient {k}", "dtype": str(dtype), "err": err, "tol": FP32_TOL})
+        assert err <= (FP32_TOL if dtype == torch.float32 else 1e-3), f"{k}: holder vs autograd rel err {err:.2e}"

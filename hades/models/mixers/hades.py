@@ -299,13 +299,20 @@ class HadesMixer(Mixer):
         else:
             y, ssm_state = ssd_chunked(x, delta, A, B, C, self.D.float(), chunk_size=self.cfg.chunk_size)
 
-        y = self.norm(rearrange(y, "b t h p -> b t (h p)"), z, dz_into=slab and slab.part(0))  # step 8
+        y = rearrange(y, "b t h p -> b t (h p)")
+        # the diversity loss's gradient of the slots added inside the norm's backward kernel (not
+        # by autograd: an add of the slots' size per layer), where nothing can change the slots
+        # between the two (no forward hook on hook_slot_outputs)
+        hook = self.hook_slot_outputs
+        plain = isinstance(hook, nn.Identity) and not (hook._forward_hooks or hook._forward_pre_hooks)
+        hold = self.norm.grad_holder(y, z) if plain and self.use_fast_path(x) else None
+        y = self.norm(y, z, dz_into=slab and slab.part(0), dout_extra=hold)  # step 8
         slots = self.hook_slot_outputs(rearrange(y, "b t (h p) -> b t h p", p=self.head_dim))
         out = self.out_proj(rearrange(slots, "b t h p -> b t (h p)"))
 
         aux = {  # step 9, unweighted
             "balance": balance,
-            "diversity": (diversity_loss_fused if self.use_fast_path(x) else diversity_loss)(slots),
+            "diversity": diversity_loss_fused(slots, grad_to=hold) if self.use_fast_path(x) else diversity_loss(slots),
         }
         state = None
         if return_state:
