@@ -101,9 +101,23 @@ def _gate_cases():
     return out
 
 
+def _router_cases():
+    from kernels.router import op
+    from kernels.router.kernel import router_fwd_kernel
+
+    m, k, r = 16384, 1024, 32
+    bm, bk, nw = op.CONFIG["fwd"]
+    u, w, v = _t(F32, m, k), _t(F32, r, k), _t(F32, m, r)
+    pos = (u, w, v, m, k, r, k, 1, k, 1, r, 1)
+    meta = dict(BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=r, PREC="tf32x3", num_warps=nw)
+    return [pytest.param(router_fwd_kernel, pos, meta, id="router_fwd"),
+            pytest.param(router_fwd_kernel, pos, dict(meta, low_ptr=_t(BF16, m, k), s_lm=k, STORE_LOW=True),
+                         id="router_fwd_store_bf16")]
+
+
 def _cases():
     try:
-        return _conv_cases() + _norm_cases() + _ss_cases() + _gate_cases()
+        return _conv_cases() + _norm_cases() + _ss_cases() + _gate_cases() + _router_cases()
     except ImportError:  # no Triton: the test below skips
         return [pytest.param(None, None, None, id="no-triton")]
 

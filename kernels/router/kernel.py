@@ -18,14 +18,20 @@ def router_fwd_kernel(
     u_ptr, w_ptr, v_ptr, M, K, R,
     s_um, s_uk, s_wr, s_wk, s_vm, s_vr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr,
+    low_ptr=None, s_lm=0, STORE_LOW: tl.constexpr = False,
 ):
-    """v[m, r] = sum_k u[m, k] w[r, k]: one program per BLOCK_M rows, all R outputs."""
+    """v[m, r] = sum_k u[m, k] w[r, k]: one program per BLOCK_M rows, all R outputs. STORE_LOW:
+    also u in low_ptr's dtype (row stride s_lm, unit column stride), from the tiles read here:
+    the in-projection's input, without a separate cast pass over u."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rr = tl.arange(0, BLOCK_R)
     acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(u_ptr + rm[:, None] * s_um + rk[None, :] * s_uk, mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
+        if STORE_LOW:
+            tl.store(low_ptr + rm[:, None].to(tl.int64) * s_lm + rk[None, :], a.to(low_ptr.dtype.element_ty, fp_downcast_rounding="rtne"),
+                     mask=(rm[:, None] < M) & (rk[None, :] < K))
         b = tl.load(w_ptr + rr[None, :] * s_wr + rk[:, None] * s_wk, mask=(rr[None, :] < R) & (rk[:, None] < K), other=0.0)
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
     tl.store(v_ptr + rm[:, None] * s_vm + rr[None, :] * s_vr, acc, mask=(rm[:, None] < M) & (rr[None, :] < R))

@@ -33,16 +33,19 @@ def _block_r(r: int) -> int:
     return max(16, triton.next_power_of_2(r))
 
 
-def _router_fwd(u2: Tensor, w_r: Tensor) -> Tensor:
+def _router_fwd(u2: Tensor, w_r: Tensor, low: torch.dtype | None = None) -> tuple[Tensor, Tensor | None]:
+    """v = u2 w_r^T fp32, and u2 cast to `low` (None: not) from the same reads of u2."""
     m, k = u2.shape
     r = w_r.shape[0]
     v = _empty(m, r, like=u2, dtype=torch.float32)
+    uc = _empty(m, k, like=u2, dtype=low) if low is not None else None
     bm, bk, nw = CONFIG["fwd"]
     router_fwd_kernel[(triton.cdiv(m, bm),)](
         u2, w_r, v, m, k, r, *u2.stride(), *w_r.stride(), *v.stride(),
         BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=_block_r(r), PREC=_prec(), num_warps=nw,
+        **({} if uc is None else dict(low_ptr=uc, s_lm=uc.stride(0), STORE_LOW=True)),
     )
-    return v
+    return v, uc
 
 
 def _router_du(dz: Tensor, dv: Tensor, w_r: Tensor) -> Tensor:
@@ -78,9 +81,11 @@ class InRouterProj(torch.autograd.Function):
         shape = u.shape
         u2 = u.reshape(-1, shape[-1])
         with torch.autocast(u.device.type, enabled=False):
-            uc, wc = u2.to(dtype), w_in.to(dtype)
+            # the router's kernel also writes u in `dtype` for the in-projection (one pass over u)
+            v, uc = _router_fwd(u2, w_r, low=dtype if dtype != u2.dtype else None)
+            uc = u2 if uc is None else uc
+            wc = w_in.to(dtype)
             z = uc @ wc.t()
-            v = _router_fwd(u2, w_r)
         ctx.save_for_backward(u2, uc, wc, w_r)
         ctx.meta = (shape, w_in.dtype, w_r.dtype)
         ctx.set_materialize_grads(False)

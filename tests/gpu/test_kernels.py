@@ -407,6 +407,7 @@ def test_router_proj_matches_reference(shape, dtype):
     low_leaves = [x.detach().requires_grad_() for x in (u, w_in, h_w)]
     zl, vl = in_router_proj_ref(low_leaves[0], low_leaves[1], low_leaves[2][:, :d], dtype)
     check(f"router {shape} z", z, zr, dtype, zl)
+    assert torch.equal(z, zl), "z: the router kernel's copy of u in the in_proj dtype is not u.to(dtype) (rounding)"
     check(f"router {shape} v", v, vr, torch.float32)  # fp32 in both dtypes
     g, gr, gl = _grads((z, v), [u, w_in, h_w], cot), _grads((zr, vr), ref_leaves, cot), _grads((zl, vl), low_leaves, cot)
     for k, go, gref, glow in zip(("du", "dW_in", "dW_r"), g, gr, gl):
