@@ -62,6 +62,12 @@ def _norm_cases():
         meta = dict(G=d, BLOCK_M=max(1, op.CONFIG["BWD_TILE"] // d), BLOCK_D=d, TILES=8, HAS_Z=True, HAS_DRES=False,
                     dext_ptr=x, s_dext=d, HAS_DEXT=True, num_warps=op.CONFIG["BWD_WARPS"])
         out.append(pytest.param(norm_bwd_kernel, pos, meta, id=f"norm_bwd_gated_{str(dt)[6:]}_dext"))
+    # RMSNorm with the residual gradient and dx also stored in bf16 (kernels.norm CONFIG LOW_GRAD)
+    x = _t(F32, m, d)
+    pos = (x, x, _t(F32, d), x, _t(F32, m), x, x, _t(F32, 8, d), x, m, 1, d, 0, d, d, 0, d)
+    meta = dict(G=d, BLOCK_M=max(1, op.CONFIG["BWD_TILE"] // d), BLOCK_D=d, TILES=8, HAS_Z=False, HAS_DRES=True,
+                dlow_ptr=_t(BF16, m, d), s_dlow=d, HAS_LOW=True, num_warps=op.CONFIG["BWD_WARPS"])
+    out.append(pytest.param(norm_bwd_kernel, pos, meta, id="norm_bwd_fp32_dres_low_bf16"))
     out.append(pytest.param(add_kernel, (_t(F32, m, d), _t(BF16, m, d), _t(F32, m, d), m * d),
                             dict(BLOCK=op.CONFIG["ADD_BLOCK"], num_warps=op.CONFIG["ADD_WARPS"]), id="residual_add_fp32_bf16"))
     return out

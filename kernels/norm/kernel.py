@@ -57,13 +57,16 @@ def norm_bwd_kernel(
     M, NG, s_x, s_z, s_dout, s_dx, s_dz, s_dres,
     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TILES: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_DRES: tl.constexpr, dext_ptr=None, s_dext=0, HAS_DEXT: tl.constexpr = False,
+    dlow_ptr=None, s_dlow=0, HAS_LOW: tl.constexpr = False,
 ):
     """Grid (cdiv(M, TILES * BLOCK_M), NG). Program (p, g) takes TILES tiles of BLOCK_M rows of
     group g from row p * TILES * BLOCK_M on and writes dw_part[p, g*G:(g+1)*G] (dw_part: fp32
     (grid[0], NG * G) contiguous). TILES is a compile-time loop bound (the launcher rounds it to
     a power of 2). Layouts as the forward; dx, dz like x, z. HAS_DRES (RMSNorm only): dres, like
     x, is added into dx (the residual stream's gradient: `op.residual_add`). HAS_DEXT: dext, like
-    dout, is added to dout (a second consumer's gradient of the output: `op.GradHolder`)."""
+    dout, is added to dout (a second consumer's gradient of the output: `op.GradHolder`). HAS_LOW
+    (RMSNorm only): dx is also stored in dlow's dtype (rounded to nearest), the gradient of the
+    previous block's bf16 mixer output (`op._ResidualAdd`'s backward), with no cast pass over dx."""
     p = tl.program_id(0)
     g = tl.program_id(1)
     cols = tl.arange(0, BLOCK_D)
@@ -99,6 +102,9 @@ def norm_bwd_kernel(
             if HAS_DRES:
                 dh += tl.load(dres_ptr + r64 * s_dres + ch, mask=mask, other=0.0).to(tl.float32)
             tl.store(dx_ptr + r64 * s_dx + ch, dh.to(dx_ptr.dtype.element_ty), mask=mask)
+            if HAS_LOW:
+                tl.store(dlow_ptr + r64 * s_dlow + ch, dh.to(dlow_ptr.dtype.element_ty, fp_downcast_rounding="rtne"),
+                         mask=mask)
     tl.store(dw_part_ptr + p * (NG * G) + g * G + cols, tl.sum(dw, axis=0), mask=cmask)
 
 

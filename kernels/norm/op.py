@@ -26,9 +26,13 @@ from .kernel import add_kernel, norm_bwd_kernel, norm_fwd_kernel
 # never split, so a tile holds at least one row. BWD_PROGRAMS_PER_SM: backward programs per SM
 # (each one a partial dweight row). benchmarks/norm.py --sweep times other choices.
 CONFIG = {"FWD_TILE": 2048, "FWD_WARPS": 8, "BWD_TILE": 2048, "BWD_WARPS": 8, "BWD_PROGRAMS_PER_SM": 8,  # H100 sweep, docs/benchmarks.md
-          "ADD_BLOCK": 4096, "ADD_WARPS": 8}  # residual_add's forward: elements per program, warps
+          "ADD_BLOCK": 4096, "ADD_WARPS": 8,  # residual_add's forward: elements per program, warps
+          # an RMSNorm whose input is a residual_add's output also writes its dx in that add's
+          # mixer-output dtype, which the add's backward returns instead of casting (`_low_link`)
+          "LOW_GRAD": True}
 MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the public entry falls back above
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LOW_GRAD_USED = [0]  # backwards of residual_add that took the next norm's low-precision dx (tests count them)
 
 
 
@@ -71,6 +75,7 @@ class RMSNormFn(torch.autograd.Function):
         ctx.save_for_backward(x2, z2, w, rstd)
         ctx.group_size = group_size
         ctx.dz_into, ctx.residual, ctx.dout_extra = dz_into, residual, dout_extra
+        ctx.low_link = _low_link(x) if z is None else None
         ctx.shapes = (x.shape, None if z is None else z.shape)
         ctx.w_dtype = weight.dtype
         return out.reshape(x.shape)
@@ -88,6 +93,8 @@ class RMSNormFn(torch.autograd.Function):
         dext = ctx.dout_extra.take() if ctx.dout_extra is not None else None  # (None: that consumer had no backward)
         dext2 = _rows(dext.reshape(x_shape)) if dext is not None else None  # (left in the consumer's view)
         dx = _empty(m, dim, like=x2)
+        link, ctx.low_link = ctx.low_link, None
+        dlow = _empty(m, dim, like=x2, dtype=link.y_dtype) if link is not None and m > 0 else None
         dz = _into(ctx.dz_into, (m, dim), like=z2) if z2 is not None else None
         if m == 0:
             dw = torch.zeros(dim, device=w.device, dtype=ctx.w_dtype)
@@ -106,10 +113,23 @@ class RMSNormFn(torch.autograd.Function):
                 dx.stride(0), dz.stride(0) if dz is not None else 0, dres2.stride(0) if dres2 is not None else 0,
                 G=gs, BLOCK_M=bm, BLOCK_D=block_d, TILES=tiles, HAS_Z=z2 is not None, HAS_DRES=dres2 is not None,
                 **({} if dext2 is None else dict(dext_ptr=dext2, s_dext=dext2.stride(0), HAS_DEXT=True)),
+                **({} if dlow is None else dict(dlow_ptr=dlow, s_dlow=dlow.stride(0), HAS_LOW=True)),
                 num_warps=CONFIG["BWD_WARPS"],
             )
             dw = dw_part.sum(0).to(ctx.w_dtype)
-        return dx.reshape(x_shape), None if dz is None else dz.reshape(z_shape), dw, None, None, None, None, None
+        dx = dx.reshape(x_shape)
+        if dlow is not None:  # for the residual_add that made x (checked there: _ResidualAdd.backward)
+            link.low = (dlow.reshape(x_shape), dx.data_ptr(), dx._version, dx.shape, dx.stride())
+        return dx, None if dz is None else dz.reshape(z_shape), dw, None, None, None, None, None
+
+
+def _low_link(x: Tensor):
+    """The backward node (ctx) of the `residual_add` whose output x is, when x's gradient should
+    also be written in that add's low-precision mixer dtype (CONFIG["LOW_GRAD"]), else None."""
+    fn = x.grad_fn
+    if not CONFIG["LOW_GRAD"] or type(fn) is not _ResidualAdd._backward_cls:
+        return None
+    return fn if fn.y_dtype != x.dtype and fn.y_dtype in (torch.bfloat16, torch.float16) else None
 
 
 class GradHolder:
@@ -158,6 +178,13 @@ class _ResidualAdd(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         ctx.residual.g = g  # x's share: added by the norm's backward kernel
+        low, ctx.low = getattr(ctx, "low", None), None
+        # the next norm's backward may have written g in y's dtype too (`_low_link`): usable
+        # only if g is that norm's dx unchanged (no other consumer's gradient added to it, in
+        # place or not: same storage, same version)
+        if low is not None and (g.data_ptr(), g._version, g.shape, g.stride()) == low[1:]:
+            LOW_GRAD_USED[0] += 1
+            return None, low[0], None
         return None, g.to(ctx.y_dtype), None
 
 

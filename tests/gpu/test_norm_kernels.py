@@ -264,3 +264,39 @@ def test_gated_norm_adds_the_held_gradient(dtype):
             err, tol = rel_err(a, r), max(BF16_TOL, 1.05 * rel_err(b, r))
         RECORD.append({"name": f"gated norm held gradient {k}", "dtype": str(dtype), "err": err, "tol": tol})
         assert err <= tol, f"{k}: holder rel err {err:.2e} > {tol:.1e}"
+
+
+@pytest.mark.parametrize("tap", [False, True], ids=["stream", "tapped_stream"])
+def test_residual_chain_takes_the_norms_bf16_dx(tap, monkeypatch):
+    """Four pre-norm blocks x <- x + f(rms_norm(x)) (bf16 f, fp32 stream) at the training shape:
+    with the norm's dx also written in bf16 for the previous add's backward (CONFIG["LOW_GRAD"])
+    every gradient equals x + y's bit for bit (the kernel rounds to nearest as the cast does),
+    and 3 of the 4 adds took it; with the stream also read elsewhere none takes it (its gradient
+    is no longer the norm's dx alone), still equal."""
+    from kernels.norm import op
+
+    gen = torch.Generator(device=DEV).manual_seed(10)
+    x0 = torch.randn(8, 2048, 1024, device=DEV, generator=gen)
+    ws = [1 + 0.3 * torch.randn(1024, device=DEV, generator=gen) for _ in range(4)]
+    ms = [torch.randn(1024, 1024, device=DEV, generator=gen).to(torch.bfloat16) * 1024**-0.5 for _ in range(4)]
+    dout = torch.randn(8, 2048, 1024, device=DEV, generator=gen)
+
+    def blocks(fused):
+        x = x0.clone().requires_grad_(True)
+        wl = [w.clone().requires_grad_(True) for w in ws]
+        h, extra = x, 0.0
+        for w, m in zip(wl, ms):
+            if tap and h is not x:
+                extra = extra + (h * dout).sum()
+            res = op.ResidualGrad() if fused else None
+            y = torch.tanh(op.rms_norm(h, w, EPS, residual=res).to(torch.bfloat16) @ m)
+            h = op.residual_add(h, y, res) if fused else h + y
+        return torch.autograd.grad((h * dout).sum() + extra, [x, *wl])
+
+    monkeypatch.setitem(op.CONFIG, "LOW_GRAD", True)
+    ref = blocks(False)
+    monkeypatch.setitem(op.LOW_GRAD_USED, 0, 0)
+    got = blocks(True)
+    assert op.LOW_GRAD_USED[0] == (0 if tap else 3), f"{op.LOW_GRAD_USED[0]} adds took the norm's bf16 dx"
+    for k, a, b in zip(("dx", "dw0", "dw1", "dw2", "dw3"), got, ref):
+        assert torch.equal(a, b), f"{k}: differs from x + y's, rel {rel_err(a, b):.2e}"
