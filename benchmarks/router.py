@@ -20,10 +20,44 @@ import torch
 
 from benchmarks.common import PEAK_BYTES, bench, bench_graph, environment, save, table, warm_gpu
 
+# (rows, columns per step, warps, stages) of router_bwd_du_rows_kernel that --sweep-du times
+DU_ROWS_SWEEP = [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (128, 128, 8, 3), (32, 64, 4, 4), (128, 64, 8, 3)]
+
+
+def sweep_du(m: int = 8 * 2048, k: int = 1024, r: int = 32) -> list[dict]:
+    """u's gradient kernel alone (du = dz + dv W_r, fp32 out; kernel_ms, the graph-captured
+    step's view) for the tile kernel and the row-streaming one at CONFIG's and DU_ROWS_SWEEP's
+    launches, against its memory floor (dz bf16 read, du fp32 written) and each other."""
+    from benchmarks.common import copy_rate, kernel_ms
+    from kernels.router import op
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    dz = torch.randn(m, k, device="cuda", generator=g).to(torch.bfloat16)
+    dv = torch.randn(m, r, device="cuda", generator=g)
+    w_r = torch.randn(r, k, device="cuda", generator=g) * k**-0.5
+    floor = (2 + 4) * m * k / copy_rate() * 1e3
+    saved = dict(op.CONFIG)
+    rows, ref = [], None
+    for layout, launch in [("tile", op.CONFIG["du"]), ("rows", op.CONFIG["du_rows"]), *(("rows", c) for c in DU_ROWS_SWEEP)]:
+        op.CONFIG.update({"du_layout": layout, "du_rows" if layout == "rows" else "du": launch})
+        out = op._router_du(dz, dv, w_r)
+        ref = out if ref is None else ref
+        ms = kernel_ms(lambda: op._router_du(dz, dv, w_r))
+        rows.append({"layout": layout, "launch": str(launch), "kern_ms": ms, "floor_ms": floor, "vs_floor": ms / floor,
+                     "max_abs_diff_vs_tile": float((out - ref).abs().max())})
+        op.CONFIG.clear()
+        op.CONFIG.update(saved)
+    for row in rows:
+        row["tile/this"] = rows[0]["kern_ms"] / row["kern_ms"]
+    print(f"\nrouter du kernel, {m} x {k}, R = {r} (kernel ms; CONFIG default {saved['du_layout']} {saved['du_rows']})\n"
+          + table(rows, list(rows[0])), flush=True)
+    return rows
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args(argv)
+    ap.add_argument("--sweep-du", action="store_true", help="also time u's gradient kernel at other launches")
+    args = ap.parse_args(argv)
     from kernels.router.op import in_router_proj
     from kernels.router.reference import in_router_proj_ref
 
@@ -62,7 +96,10 @@ def main(argv=None):
     print(table(rows, ["impl", "fwd_ms", "fwdbwd_ms", "graph_fwd_ms", "graph_fwdbwd_ms", "plain/ours_fwd",
                        "plain/ours_fwdbwd", "plain/ours_graph_fwd", "plain/ours_graph_fwdbwd", "router_floor_fwd_ms",
                        "router_floor_fwdbwd_ms", "rel_err_v"]))
-    save("router", {"env": environment(), "rows": rows})
+    payload = {"env": environment(), "rows": rows}
+    if args.sweep_du:
+        payload["du_sweep"] = sweep_du()
+    save("router", payload)
 
 
 if __name__ == "__main__":

@@ -108,17 +108,24 @@ def _gate_cases():
 
 
 def _router_cases():
+    from benchmarks.router import DU_ROWS_SWEEP
     from kernels.router import op
-    from kernels.router.kernel import router_fwd_kernel
+    from kernels.router.kernel import router_bwd_du_rows_kernel, router_fwd_kernel
 
     m, k, r = 16384, 1024, 32
     bm, bk, nw = op.CONFIG["fwd"]
     u, w, v = _t(F32, m, k), _t(F32, r, k), _t(F32, m, r)
     pos = (u, w, v, m, k, r, k, 1, k, 1, r, 1)
     meta = dict(BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=r, PREC="tf32x3", num_warps=nw)
-    return [pytest.param(router_fwd_kernel, pos, meta, id="router_fwd"),
-            pytest.param(router_fwd_kernel, pos, dict(meta, low_ptr=_t(BF16, m, k), s_lm=k, STORE_LOW=True),
-                         id="router_fwd_store_bf16")]
+    out = [pytest.param(router_fwd_kernel, pos, meta, id="router_fwd"),
+           pytest.param(router_fwd_kernel, pos, dict(meta, low_ptr=_t(BF16, m, k), s_lm=k, STORE_LOW=True),
+                        id="router_fwd_store_bf16")]
+    dz, dv, du = _t(BF16, m, k), _t(F32, m, r), _t(F32, m, k)
+    pos = (dz, dv, w, du, m, k, r, k, 1, r, 1, k, 1, k, 1)
+    for bm, bk, nw, stages in [op.CONFIG["du_rows"], *DU_ROWS_SWEEP]:
+        meta = dict(BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=r, PREC="tf32x3", STAGES=stages, num_warps=nw)
+        out.append(pytest.param(router_bwd_du_rows_kernel, pos, meta, id=f"router_du_rows_{bm}x{bk}_w{nw}_s{stages}"))
+    return out
 
 
 def _cases():

@@ -80,25 +80,30 @@ def test_hades_mixer_fused_projection_is_the_plain_composition(monkeypatch, vari
 def _interpreter_checks() -> list[dict]:
     range_shim()
     import kernels._buffers
+    from kernels.router import op as router_op
     from kernels.router.op import in_router_proj as op
 
     kernels._buffers.POISON_OUTPUTS = True
     out = []
     names = ["z", "v", "du", "dW_in", "dW_r"]
-    for i, ((b, t, d, f, r), dt) in enumerate(CASES):
+    # du's two kernels: the row-streaming default (small tiles: several steps per program), the tile one
+    layouts = [("rows", {"du_layout": "rows", "du_rows": (16, 32, 4, 2)}), ("tile", {"du_layout": "tile"})]
+    for i, (((b, t, d, f, r), dt), (lay, cfg)) in enumerate((c, lay) for lay in layouts for c in CASES):
+        router_op.CONFIG.update(cfg)
         got = _run(op, b, t, d, f, r, getattr(torch, dt), i)
         ref = _run(in_router_proj_ref, b, t, d, f, r, getattr(torch, dt), i)
         if dt == "bfloat16":  # z and dW_in read the router kernel's bf16 copy of u: against u truncated
             ref_t = _run(in_router_proj_ref, b, t, d, f, r, getattr(torch, dt), i, truncate_u=True)
             ref = [ref_t[0], ref[1], ref[2], ref_t[3], ref[4]]
-        out += [{"name": f"{dt} {(b, t, d, f, r)} {n}", "err": _rel(a, e), "tol": 1e-5} for n, a, e in zip(names, got, ref)]
+        out += [{"name": f"{lay} {dt} {(b, t, d, f, r)} {n}", "err": _rel(a, e), "tol": 1e-5}
+                for n, a, e in zip(names, got, ref)]
     return out
 
 
 @needs_triton
 def test_triton_op_in_interpreter():
     results = run_in_interpreter(__file__, timeout=600)
-    assert len(results) == 5 * len(CASES)
+    assert len(results) == 2 * 5 * len(CASES)
 
 
 if __name__ == "__main__":

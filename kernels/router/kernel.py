@@ -56,6 +56,30 @@ def router_bwd_du_kernel(
 
 
 @triton.jit
+def router_bwd_du_rows_kernel(
+    dz_ptr, dv_ptr, w_ptr, du_ptr, M, K, R,
+    s_zm, s_zk, s_dm, s_dr, s_wr, s_wk, s_um, s_uk,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr,
+):
+    """du as `router_bwd_du_kernel`, one program per BLOCK_M rows walking all K columns in tiles
+    of BLOCK_K, software-pipelined over STAGES tiles (the tile kernel's one load -> product ->
+    store per program left its loads' latency exposed: ~3x its memory floor on an H200); dv's
+    rows are read once per program instead of once per column tile."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rr = tl.arange(0, BLOCK_R)
+    dv = tl.load(dv_ptr + rm[:, None] * s_dm + rr[None, :] * s_dr, mask=(rm[:, None] < M) & (rr[None, :] < R), other=0.0)
+    dv = dv.to(tl.float32)
+    r64 = rm.to(tl.int64)[:, None]
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        mk = (rm[:, None] < M) & (rk[None, :] < K)
+        acc = tl.load(dz_ptr + r64 * s_zm + rk[None, :] * s_zk, mask=mk, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + rr[:, None] * s_wr + rk[None, :] * s_wk, mask=(rr[:, None] < R) & (rk[None, :] < K), other=0.0)
+        acc = tl.dot(dv, w.to(tl.float32), acc, input_precision=PREC)
+        tl.store(du_ptr + r64 * s_um + rk[None, :] * s_uk, acc, mask=mk)
+
+
+@triton.jit
 def router_bwd_dw_kernel(
     dv_ptr, u_ptr, part_ptr, M, K, R, rows_per_split,
     s_dm, s_dr, s_um, s_uk, s_ps, s_pr, s_pk,

@@ -18,11 +18,19 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
-from .kernel import router_bwd_du_kernel, router_bwd_dw_kernel, router_fwd_kernel
+from .kernel import (
+    router_bwd_du_kernel,
+    router_bwd_du_rows_kernel,
+    router_bwd_dw_kernel,
+    router_fwd_kernel,
+)
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # tiles (rows, columns) per program and warps; SPLITS: row ranges of dW_r's partial sums
-CONFIG = {"fwd": (64, 64, 4), "du": (64, 128, 4), "dw": (64, 128, 4), "SPLITS": 32}
+# du_layout "tile": router_bwd_du_kernel at "du"; "rows": router_bwd_du_rows_kernel at "du_rows"
+# (rows, columns per step, warps, pipeline stages)
+CONFIG = {"fwd": (64, 64, 4), "du": (64, 128, 4), "dw": (64, 128, 4), "SPLITS": 32,
+          "du_layout": "rows", "du_rows": (64, 128, 4, 3)}
 
 
 def _prec() -> str:
@@ -52,10 +60,16 @@ def _router_du(dz: Tensor, dv: Tensor, w_r: Tensor) -> Tensor:
     m, k = dz.shape
     r = w_r.shape[0]
     du = _empty(m, k, like=dz, dtype=torch.float32)
+    args = (dz, dv, w_r, du, m, k, r, *dz.stride(), *dv.stride(), *w_r.stride(), *du.stride())
+    if CONFIG.get("du_layout", "tile") == "rows":
+        bm, bk, nw, stages = CONFIG["du_rows"]
+        router_bwd_du_rows_kernel[(triton.cdiv(m, bm),)](
+            *args, BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=_block_r(r), PREC=_prec(), STAGES=stages, num_warps=nw,
+        )
+        return du
     bm, bk, nw = CONFIG["du"]
     router_bwd_du_kernel[(triton.cdiv(m, bm), triton.cdiv(k, bk))](
-        dz, dv, w_r, du, m, k, r, *dz.stride(), *dv.stride(), *w_r.stride(), *du.stride(),
-        BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=_block_r(r), PREC=_prec(), num_warps=nw,
+        *args, BLOCK_M=bm, BLOCK_K=bk, BLOCK_R=_block_r(r), PREC=_prec(), num_warps=nw,
     )
     return du
 

@@ -388,10 +388,17 @@ def test_silu_gate_matches_reference(shape, dtype, slab):
 
 @pytest.mark.parametrize("shape", [(2, 333, 1024, 2336, 32), (1, 70, 96, 50, 24)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_router_proj_matches_reference(shape, dtype):
+@pytest.mark.parametrize("du", ["rows", "tile", "rows_32x64_s2"])
+def test_router_proj_matches_reference(shape, dtype, du, monkeypatch):
     """z (in_proj in `dtype`), v (fp32) and the gradients of u (both paths summed), W_in and W_r
-    (a column slice of h_proj's weight) against fp64; rows and columns not multiples of the tiles."""
+    (a column slice of h_proj's weight) against fp64; rows and columns not multiples of the tiles;
+    du by either kernel."""
+    from kernels.router import op as router_op
     from kernels.router.op import in_router_proj
+
+    if du == "rows_32x64_s2":
+        monkeypatch.setitem(router_op.CONFIG, "du_rows", (32, 64, 4, 2))
+    monkeypatch.setitem(router_op.CONFIG, "du_layout", du.split("_")[0])
     from kernels.router.reference import in_router_proj_ref
 
     b, t, d, f, r = shape
