@@ -21,7 +21,7 @@ import torch
 from benchmarks.common import PEAK_BYTES, bench, bench_graph, environment, save, table, warm_gpu
 
 # (rows, columns per step, warps, stages) of router_bwd_du_rows_kernel that --sweep-du times
-DU_ROWS_SWEEP = [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (128, 128, 8, 3), (32, 64, 4, 4), (128, 64, 8, 3)]
+DU_ROWS_SWEEP = [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2), (128, 128, 8, 3), (64, 128, 4, 3), (128, 64, 8, 3)]
 
 
 def sweep_du(m: int = 8 * 2048, k: int = 1024, r: int = 32) -> list[dict]:
