@@ -52,7 +52,7 @@ import fla, einops, transformers; print(\"fla\", fla.__version__, \"einops\", ei
     passkey) run passkey "${PASSKEY_LIMIT:-540}" python3 benchmarks/passkey_gpu.py --tokenizer results/tokenizer/neox.json \
                --out "$JSON_OUT/passkey_gpu.json" ${PASSKEY_ARGS:-} ;;
     diversity) run diversity 120 python3 -m benchmarks.diversity ${DIVERSITY_ARGS:-} ;;
-    router) run router 120 python3 -m benchmarks.router ;;
+    router) run router 150 python3 -m benchmarks.router ${ROUTER_ARGS:-} ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

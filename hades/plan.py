@@ -13,7 +13,7 @@ the table, and each can be overridden on the command line.
 - Training from measured step times: where MEASURED_TRAIN_TOKENS_PER_S has the experiment's
   (arch, d_model, n_layer, d_state), its GPU-hours are tokens / that rate instead: the trainer's
   step timed on one GPU (benchmarks/train_throughput.py, graph mode, batch 8 x 2048, bf16;
-  docs/benchmarks.md sections 8 and 9), so these are hours of *that* GPU (an H200), for
+  docs/benchmarks.md sections 8 to 10), so these are hours of *that* GPU (an H200), for
   data-parallel training without its communication. The ablations of an arch share its rate
   (their 16-layer steps are within 7% of it, docs/benchmarks.md section 3). `--train-model`
   uses the FLOP model for every experiment.
@@ -41,12 +41,11 @@ EVAL_MFU = 0.05
 TOKENIZE_TOKENS_PER_S = 500_000  # HF `tokenizers` (Rust) per core, GPT-NeoX BPE on web text
 
 # (arch, d_model, n_layer, d_state) -> (training tokens/s of one GPU, where it was measured):
-# `python -m benchmarks.train_throughput --layers 48 --mode graph` (docs/benchmarks.md sections 8
-# and 9; Mamba's rate predates section 9's conv and norm kernels, which it also runs: a lower bound)
+# `python -m benchmarks.train_throughput --layers 48 --mode graph` (docs/benchmarks.md section 10)
 MEASURED_TRAIN_TOKENS_PER_S = {
-    ("hades", 1024, 48, 128): (146_605, "H200, 2026-12-03, section 9"),
-    ("mamba2", 1024, 48, 128): (110_180, "H200, 2026-12-03, section 9"),
-    ("mamba", 1024, 48, 16): (79_826, "H200, 2026-12-03, section 8"),
+    ("hades", 1024, 48, 128): (150_942, "H200, 2026-12-04, section 10 call 6"),
+    ("mamba2", 1024, 48, 128): (111_055, "H200, 2026-12-04, section 10 call 6"),
+    ("mamba", 1024, 48, 16): (102_911, "H200, 2026-12-04, section 10 call 4"),
 }
 
 # tokens scored per task (full test/validation split, every choice): documents x choices x

@@ -3,10 +3,11 @@
     from kernels.gate import silu_gate
     out = silu_gate(y, z)                 # y, z (..., dim) -> (..., dim) in y's dtype
 
-Triton on CUDA for fp32 / bf16 / fp16 tensors (`op.py`), plain torch elsewhere (`silu_gate_ref`,
-fp32 arithmetic as the kernels). In eager torch the gate is four elementwise kernels forward and
-backward over (batch, seqlen, d_inner) (silu, the product, their two backwards), with their
-intermediates written and read; the fused op reads y and z once each way. dz_into: a
+Triton on CUDA for fp32 / bf16 / fp16 tensors (`op.py`), plain torch elsewhere (`silu_gate_ref`
+in `reference.py`, fp32 arithmetic as the kernels). In eager torch the gate is four elementwise
+kernels forward and backward over (batch, seqlen, d_inner) (silu, the product, their two
+backwards), with their intermediates written and read; the fused op reads y and z once each
+way. dz_into: a
 `kernels.slab.GradSlab` part that z's gradient is written into (z sliced out of the
 in-projection, whose split then needs no concatenation).
 """
@@ -14,18 +15,12 @@ in-projection, whose split then needs no concatenation).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._triton import triton_op
+from .reference import silu_gate_ref
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def silu_gate_ref(y: Tensor, z: Tensor) -> Tensor:
-    """y * silu(z) in fp32 (>= fp32), returned in y's dtype."""
-    ct = torch.promote_types(torch.promote_types(y.dtype, z.dtype), torch.float32)
-    return (y.to(ct) * F.silu(z.to(ct))).to(y.dtype)
 
 
 def silu_gate(y: Tensor, z: Tensor, dz_into=None) -> Tensor:
