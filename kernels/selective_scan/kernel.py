@@ -469,9 +469,11 @@ def selective_scan_bwd_split_kernel(
 
     SOFTPLUS (the forward's): delta is the time step before softplus(delta + bias); each tile
     recomputes the activation once (`_delta_act`), and ddelta is the gradient of the input delta:
-    the activation's ddelta times softplus' = sigmoid(x) = 1 - e^(-softplus(x)), per lane before
-    its sums. HAS_BIAS: the bias's partial sums, fp32 (batch, NG, CH), each lane's own states'
-    share (the launcher adds them). Tokens past T read delta = -inf then: softplus 0."""
+    the activation's ddelta times softplus' = sigmoid(x) = 1 - e^(-softplus(x)): with RS_G on the
+    reduce-scatter's kept sums (once per value), else per lane before its sums. HAS_BIAS: the
+    bias's partial sums over time, fp32 (batch, 1, CH) with RS_G (the lane keeping a channel's
+    ddelta holds all of it), else (batch, NG, CH) (each lane's own states' share); the launcher
+    adds them. Tokens past T read delta = -inf then: softplus 0."""
     NS: tl.constexpr = BLOCK_N // NG
     CW: tl.constexpr = 32 // NG
     NW: tl.constexpr = BLOCK_C // (CW * CT)
