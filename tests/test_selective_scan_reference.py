@@ -124,6 +124,30 @@ def test_public_entry_point_uses_the_reference_on_cpu():
 # (B and C as "strided" slices of one projection with an even row stride, "odd" with an odd one;
 # bc_fp32: B and C converted to fp32 before the kernel; nbuf: NBUF, the ring of tile buffers, 2 if
 # not given)
+def test_public_entry_takes_the_time_steps_activation():
+    """On the CPU the public selective_scan with delta_bias / delta_softplus is the chunked scan
+    of softplus(delta + bias) in fp32 (`delta_activation`); a bias alone is added, no softplus;
+    gradients reach the pre-activation and the bias."""
+    import torch.nn.functional as F
+
+    from kernels.selective_scan.reference import delta_activation
+
+    d = make_inputs(dtype=torch.float32, seed=3)
+    raw = (torch.randn(d["u"].shape, generator=torch.Generator().manual_seed(4)) - 0.5).requires_grad_(True)
+    bias = torch.randn(d["u"].shape[-1], generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    args = (d["u"], raw, d["A"], d["B"], d["C"], d["D"])
+    y, fin = selective_scan(*args, delta_bias=bias, delta_softplus=True)
+    yr, fr = selective_scan_chunked(d["u"], F.softplus(raw + bias), *args[2:])
+    assert torch.equal(y, yr) and torch.equal(fin, fr)
+    assert torch.equal(delta_activation(raw, bias, True), F.softplus(raw + bias))
+    step, shift = raw.detach().abs() * 0.3, bias.detach().abs() * 0.1  # (a bias alone: delta stays > 0)
+    y_b, _ = selective_scan(d["u"], step, *args[2:], delta_bias=shift)
+    assert torch.equal(y_b, selective_scan_chunked(d["u"], step + shift, *args[2:])[0])
+    g_raw, g_bias = torch.autograd.grad(y.sum(), [raw, bias])
+    assert torch.isfinite(g_raw).all() and g_raw.abs().sum() > 0 and g_bias.abs().sum() > 0
+    assert delta_activation(raw) is raw  # neither: the input itself
+
+
 SPLIT_CASES = [
     ("ng4_init_ring3", (1, 29, 36, 16), "float32", (4, 4, 1, True), {"init": True, "nbuf": 3}),
     ("ng2_2warps_noD", (1, 21, 48, 16), "float32", (4, 2, 2, True), {"noD": True}),

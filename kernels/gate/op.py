@@ -14,17 +14,12 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
+from .._buffers import rows as _rows
 from ..slab import into as _into
 from .kernel import gate_bwd_kernel, gate_fwd_kernel
 
 # (rows, columns) per program and warps: 4096-element tiles, 16 B per thread and load at bf16
 CONFIG = {"BLOCK_M": 4, "BLOCK_D": 1024, "num_warps": 4}
-
-
-def _rows(t: Tensor) -> Tensor:
-    """(..., dim) -> (M, dim) with a unit column stride: a view when the strides allow it."""
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 def _grid(m: int, d: int) -> tuple[int, int]:

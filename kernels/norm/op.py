@@ -19,6 +19,7 @@ import triton
 from torch import Tensor
 
 from .._buffers import empty as _empty
+from .._buffers import rows as _rows
 from ..slab import into as _into
 from .kernel import add_kernel, norm_bwd_kernel, norm_fwd_kernel
 
@@ -34,12 +35,6 @@ MAX_GROUP = 16384  # longest row (group) that a program holds in registers; the 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOW_GRAD_USED = [0]  # backwards of residual_add that took the next norm's low-precision dx (tests count them)
 
-
-
-def _rows(t: Tensor) -> Tensor:
-    """(..., dim) -> (M, dim) with a unit column stride: a view when the strides allow it."""
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 def _block_m(tile: int, block_d: int, m: int) -> int:
@@ -150,14 +145,12 @@ class GradHolder:
         return g
 
 
-class ResidualGrad:
-    """What `residual_add`'s backward hands to the `rms_norm` of the same x (one use)."""
-
-    def __init__(self):
-        self.g: Tensor | None = None
+class ResidualGrad(GradHolder):
+    """What `residual_add`'s backward hands to the `rms_norm` of the same x (one use): a holder
+    that must have been filled, since that add is always differentiated before the norm."""
 
     def take(self) -> Tensor:
-        g, self.g = self.g, None
+        g = super().take()
         assert g is not None, "rms_norm(residual=...) ran its backward before residual_add's (x + y not in the graph?)"
         return g
 
