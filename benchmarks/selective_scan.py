@@ -31,6 +31,7 @@ from benchmarks.common import (
     bench,
     bench_slow,
     environment,
+    kernel_ms,
     mufu_rate,
     save,
     table,
@@ -493,6 +494,79 @@ def sass_bwd_report(b, t, c, n):
     return rows
 
 
+def official(inp, folder, log):
+    """Ours beside mamba_ssm's CUDA kernels on identical inputs (their layout made once, outside
+    the timing): forward without autograd, forward + backward, and (forward + backward) / forward
+    for each, as wall time per call (`bench`, CUDA events) and as the kernels' own time
+    (`kernel_ms`, what a graph-captured step pays). Two cases: delta given (the benchmark's
+    inputs), and Mamba's time step softplus(dt + bias) inside the scan (dt = the pre-activation,
+    bias (channels,) fp32). Every output and gradient of theirs is checked against ours (relative
+    L2 error; the two differ in summation order and bf16 rounding of the outputs only)."""
+    from benchmarks.official_selective_scan import OfficialSelectiveScan
+    from kernels.selective_scan.op import selective_scan
+
+    lib = OfficialSelectiveScan(folder)
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    b, t, c = inp["u"].shape
+    dt = (torch.randn(b, t, c, device="cuda", generator=gen) - 2.0).to(inp["u"].dtype)
+    bias = torch.randn(c, device="cuda", generator=gen) * 0.5
+    dy = torch.randn(b, t, c, device="cuda", generator=gen).to(inp["u"].dtype)
+    rows, checks = [], []
+    names = ("du", "ddelta", "dA", "dB", "dC", "dD", "dbias")
+    for case, delta, dbias, softplus in (("delta given", inp["delta"], None, False),
+                                         ("softplus(dt + bias)", dt, bias, True)):
+        args = dict(u=inp["u"], delta=delta, A=inp["A"], B=inp["B"], C=inp["C"], D=inp["D"])
+        o = lib.layout(**args, delta_bias=dbias)
+        dy_o = dy.transpose(1, 2).contiguous()
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in args.items()}
+        bias_leaf = None if dbias is None else dbias.detach().clone().requires_grad_(True)
+        grads_of = [*leaves.values()] + ([bias_leaf] if bias_leaf is not None else [])
+
+        def ours(grad, leaves=leaves, bias_leaf=bias_leaf, softplus=softplus):
+            with torch.set_grad_enabled(grad):
+                y, _ = selective_scan(**leaves, delta_bias=bias_leaf, delta_softplus=softplus)
+            if grad:
+                y.backward(dy)
+            return y
+
+        def theirs(grad, o=o, softplus=softplus, dy_o=dy_o):
+            y, x = lib.forward(o, softplus)
+            return (y, lib.backward(o, x, dy_o, softplus)) if grad else (y, None)
+
+        y_ours = ours(True)
+        g_ours = [leaves[k].grad for k in ("u", "delta", "A", "B", "C", "D")] + [None if bias_leaf is None else bias_leaf.grad]
+        y_theirs, g_theirs = theirs(True)
+        g_theirs = lib.ours_layout(g_theirs)
+        check = {"case": case, "y": _rel(y_theirs.transpose(1, 2), y_ours)}
+        for name, a, ref in zip(names, g_theirs, g_ours):
+            if ref is not None:
+                check[name] = _rel(a, ref)
+        checks.append(check)
+        print("official vs ours (relative L2):", check, flush=True)
+        for leaf in grads_of:
+            leaf.grad = None
+        times = {}
+        for who, fn in (("ours", ours), ("official", theirs)):
+            for mode, grad in (("fwd", False), ("fwdbwd", True)):
+                call = functools.partial(fn, grad)
+                gn = grads_of if (who == "ours" and grad) else None
+                times[who, mode] = (bench(call, grad_to_none=gn), kernel_ms(call, grad_to_none=gn))
+        for timer, k in (("wall (bench)", 0), ("kernels (kernel_ms)", 1)):
+            row = {"case": case, "timer": timer}
+            for who in ("ours", "official"):
+                fwd, fb = times[who, "fwd"][k], times[who, "fwdbwd"][k]
+                row[f"{who}_fwd_ms"], row[f"{who}_fwdbwd_ms"], row[f"{who}_fwdbwd/fwd"] = fwd, fb, fb / fwd
+            row["official/ours fwd"] = row["official_fwd_ms"] / row["ours_fwd_ms"]
+            row["official/ours fwdbwd"] = row["official_fwdbwd_ms"] / row["ours_fwdbwd_ms"]
+            rows.append(row)
+            print(row, flush=True)
+    cols = ["case", "timer", "ours_fwd_ms", "ours_fwdbwd_ms", "ours_fwdbwd/fwd", "official_fwd_ms",
+            "official_fwdbwd_ms", "official_fwdbwd/fwd", "official/ours fwd", "official/ours fwdbwd"]
+    print(f"\nours beside {lib.provenance.split(',')[0]} (median ms)\n" + table(rows, cols))
+    log.append({"official": lib.provenance, "rows": rows, "checks": checks})
+    return rows, checks
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
@@ -507,6 +581,9 @@ def main(argv=None):
     ap.add_argument("--sass-bwd", action="store_true", help="offline sm_90a counts of the backward candidates, then exit")
     ap.add_argument("--sweep-bwd", action="store_true", help="every backward candidate, timed and checked")
     ap.add_argument("--naive-repeats", type=int, default=3)
+    ap.add_argument("--official", metavar="DIR", help="also time mamba_ssm's CUDA kernels beside ours "
+                    "(DIR from scripts/official_ss_package.sh, e.g. .device/official_ss)")
+    ap.add_argument("--official-only", action="store_true", help="with --official: skip the main table")
     args = ap.parse_args(argv)
     import kernels.selective_scan.op as op
     from kernels.selective_scan.op import selective_scan
@@ -531,6 +608,11 @@ def main(argv=None):
         sweep_bwd(inp, bench(fn, rep_ms=100), sweep_log)
     if args.sweep:
         print("best launch configuration:", sweep(inp, sweep_log), flush=True)
+    if args.official:
+        official(inp, args.official, sweep_log)
+        if args.official_only:
+            save("selective_scan", {"env": environment(), "config": op.CONFIG, "rows": [], "sweep": sweep_log})
+            return
     rows = []
     for mode, grad in (("fwd", False), ("fwdbwd", True)):
         fn, leaves = runner(inp, selective_scan, grad)
