@@ -1,6 +1,6 @@
 """Benchmark of the Triton selective scan (S6) at Mamba-370M's shape (issue 4, acceptance 2).
 
-    python -m benchmarks.selective_scan [--sweep] [--sweep-fwd]
+    python -m benchmarks.selective_scan [--sweep] [--sweep-fwd] [--sweep-bwd] [--official DIR]
 
 batch 8 x 2048 tokens, D = 2048 channels (expand 2 x width 1024), N = 16 states, bf16 u/delta/B/C,
 fp32 A/D. Times (median ms) ours forward (no autograd) and forward+backward against a naive
@@ -16,6 +16,10 @@ without autograd (median, warm-up excluded) and checked against the seq kernel's
 fastest few also as the training forward, which stores the states for the backward. The
 candidates compile in parallel first (Triton's async compile, threads). Keeps the fastest in
 op.CONFIG for the main table; prints one table.
+
+--official DIR: ours beside mamba_ssm's selective-scan CUDA kernels on identical inputs (DIR from
+`scripts/official_ss_package.sh`, e.g. .device/official_ss; `official`'s docstring says what is
+timed); --official-only skips the main table.
 """
 
 from __future__ import annotations

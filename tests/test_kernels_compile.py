@@ -74,8 +74,8 @@ def _norm_cases():
 
 
 def _ss_cases():
-    """The selective scan's training forward and backward at Mamba's shape (bf16, D = 2048, N =
-    16), plain and with the time step's softplus (and bias) in the kernels."""
+    """The selective scan's training forward, backward and evaluation forward at Mamba's shape
+    (bf16, D = 2048, N = 16), plain and with the time step's softplus (and bias) in the kernels."""
     from benchmarks.selective_scan import _meta_inputs, _recorder
     from kernels.selective_scan import op
 
@@ -88,7 +88,8 @@ def _ss_cases():
         calls = []
         op._forward(u, delta, a2, B, C, d, None, True, bt, launch=_recorder(calls), act=act)
         op._backward(u, delta, a2, B, C, d, states, u, None, False, bt, launch=_recorder(calls), act=act)
-        for key, (kern, pos, kws) in zip(("fwd_train", "bwd"), calls):
+        op._forward(u, delta, a2, B, C, d, None, False, op.CONFIG["fwd"]["BLOCK_T"], launch=_recorder(calls), act=act)
+        for key, (kern, pos, kws) in zip(("fwd_train", "bwd", "fwd_eval"), calls):
             out.append(pytest.param(kern, pos, kws, id=f"selective_scan_{key}_{name}"))
     return out
 

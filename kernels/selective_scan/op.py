@@ -20,8 +20,10 @@ delta_softplus (delta_bias (channels,) or None): the scan uses softplus(delta + 
 computed in fp32, as mamba_ssm's selective_scan_fn: Mamba's time step, whose pre-activation is
 a bf16 matrix product. The split kernels compute it per token and return the gradient of the
 pre-activation in delta's dtype (the bias's in its own), so that no fp32 (batch, seqlen,
-channels) time step is written, saved or differentiated outside. Other layouts, and a forward
-without a gradient: the same function in torch before the kernels.
+channels) time step is written, saved or differentiated outside; the forward without a
+gradient (evaluation) too, which then reads the bf16 pre-activation instead of an fp32 time step
+(0.58 -> ~0.3 ms at Mamba-370M's shape, docs/benchmarks.md section 11). Other layouts: the same
+function in torch before the kernels.
 """
 
 from __future__ import annotations
@@ -311,12 +313,7 @@ def selective_scan(
     assert delta_bias is None or delta_bias.shape == (ch,), (
         f"delta_bias must be (channels,) = ({ch},), got {tuple(delta_bias.shape)}")
     del chunk_size
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (u, delta, A, B, C, D, initial_state, delta_bias))
-    if (delta_bias is not None or delta_softplus) and not (delta_softplus and grad and _uses_kernel_act()):
-        # in torch before the kernels: a bias alone, a layout without the activation, and the
-        # forward without a gradient (evaluation: no saved fp32 time step to avoid there, and the
-        # in-kernel activation has run on a GPU in the training forward and backward only,
-        # docs/benchmarks.md section 10; the interpreter tests both)
+    if (delta_bias is not None or delta_softplus) and not (delta_softplus and _uses_kernel_act()):
+        # in torch before the kernels: a bias alone, a layout without the activation
         delta, delta_bias, delta_softplus = delta_activation(delta, delta_bias, delta_softplus), None, False
     return SelectiveScan.apply(u, delta, A, B, C, D, initial_state, delta_bias, bool(delta_softplus))

@@ -350,6 +350,37 @@ def test_selective_scan_backward_layouts(bwd, shape, act, monkeypatch):
             check(f"ss bwd {bwd} {act} {shape} d{k}", go, gr, dtype)
 
 
+@pytest.mark.parametrize("shape", [(2, 301, 200, 16), (1, 77, 96, 5), (8, 2048, 256, 16)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("fwd", ["default", "split", "split_shfl_ring3"])
+def test_selective_scan_eval_activation(shape, bias, fwd, monkeypatch):
+    """The forward without a gradient (evaluation) computes softplus(delta + bias) in the split
+    kernel, at the default launch (BLOCK_T 16, bf16 u and delta read by lane-group shuffles,
+    which the interpreter cannot run) and two others: y and the final state against fp64 on the
+    same rounded inputs."""
+    import kernels.selective_scan.op as op
+    from kernels.selective_scan.reference import delta_activation
+
+    if fwd != "default":
+        monkeypatch.setitem(op.CONFIG, *SS_FWD[fwd][1])
+    b, t, c, n = shape
+    gen = torch.Generator(device=DEV).manual_seed(8)
+    r = lambda *s: torch.randn(*s, device=DEV, generator=gen)  # noqa: E731
+    for dtype in (torch.float32, torch.bfloat16):
+        d = {"u": r(b, t, c).to(dtype), "delta": (2 * r(b, t, c) - 1.0).to(dtype), "A": -torch.exp(r(c, n) * 0.5),
+             "B": r(b, t, n).to(dtype), "C": r(b, t, n).to(dtype), "D": r(c), "initial_state": r(b, c, n)}
+        db = r(c) - 1.0 if bias else None
+        with torch.no_grad():
+            y, fin = op.selective_scan(**d, delta_bias=db, delta_softplus=True)
+        ref = {k: v.double() for k, v in d.items()}
+        ref["delta"] = delta_activation(ref["delta"], None if db is None else db.double(), True)
+        yr, fr = selective_scan_chunked(**ref)
+        low = dict(d, delta=delta_activation(d["delta"], db, True))
+        yl, fl = selective_scan_chunked(**{k: v.float() if k == "delta" else v for k, v in low.items()})
+        check(f"ss eval softplus {bias} {shape} y", y, yr, dtype, yl)
+        check(f"ss eval softplus {bias} {shape} final_state", fin, fr, dtype, fl)
+
+
 # -- Mamba's output gate -------------------------------------------------------------------------
 
 
