@@ -39,6 +39,7 @@ from hades.train.checkpoint import (
     latest_good,
     list_checkpoints,
     read_checkpoint,
+    remove_tree,
     rng_state,
     save_checkpoint,
     step_dir_name,
@@ -350,6 +351,71 @@ def test_interrupted_checkpoint_write_leaves_previous_intact(tmp_path, monkeypat
     assert latest_good(root).step == 1
     sweep_incomplete(root)
     assert sorted(p.name for p in root.iterdir()) == [step_dir_name(1)]
+
+
+@pytest.mark.parametrize("die_at", ["between_renames", "after_renames"])
+def test_resaving_a_step_loses_it_at_no_crash_point(tmp_path, monkeypatch, die_at):
+    """A step saved again (after a resume) replaces its directory in two renames (old aside,
+    new in): a process killed between them, or before the old copy is deleted, leaves a root from
+    which the next start's sweep restores that step, the new copy where it is complete."""
+    import hades.train.checkpoint as ck
+
+    root = tmp_path / "ckpts"
+    _tiny_checkpoint(root, 3)
+    old_weights = (root / step_dir_name(3) / "model.safetensors").read_bytes()
+    real_rename, real_rmtree = os.rename, ck.shutil.rmtree
+    calls = []
+
+    def dying_rename(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if die_at == "between_renames" and len(calls) == 2:
+            raise KeyboardInterrupt("killed")  # not an OSError: nothing may clean up after it
+        real_rename(src, dst)
+
+    def dying_rmtree(path, *a, **k):
+        if Path(path).name.startswith(".old-"):
+            raise KeyboardInterrupt("killed")
+        real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(ck.os, "rename", dying_rename)
+    if die_at == "after_renames":
+        monkeypatch.setattr(ck.shutil, "rmtree", dying_rmtree)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_checkpoint(root, 3)
+    monkeypatch.undo()
+    assert calls[0][0] == step_dir_name(3) and calls[0][1].startswith(".old-"), calls
+    if die_at == "between_renames":
+        assert not (root / step_dir_name(3)).exists(), "the crash window this test is about"
+        # save_checkpoint's cleanup removed the new copy (an exception, not a SIGKILL): the old one
+        # must come back; with a SIGKILL the new copy stays too and is preferred (next case)
+    sweep_incomplete(root)
+    assert [s for s, _ in list_checkpoints(root)] == [3]
+    assert sorted(p.name for p in root.iterdir()) == [step_dir_name(3)], "no hidden copies left"
+    verify(root / step_dir_name(3))
+    restored = (root / step_dir_name(3) / "model.safetensors").read_bytes()
+    assert (restored == old_weights) == (die_at == "between_renames"), "after the renames the new copy is in place"
+
+
+def test_sweep_prefers_the_complete_new_copy_of_a_step_being_replaced(tmp_path):
+    """SIGKILL between the two renames: `.old-step_N-*` and a complete `.tmp-step_N-*`, no
+    `step_N`. The sweep restores the new copy; an incomplete new copy loses to the old one."""
+    root = tmp_path / "ckpts"
+    for complete in (True, False):
+        _tiny_checkpoint(root, 4)
+        os.rename(root / step_dir_name(4), root / ".old-step_00000004-0001")
+        torch.manual_seed(2)
+        new = _tiny_checkpoint(root, 4)
+        new_weights = (new / "model.safetensors").read_bytes()
+        os.rename(new, root / ".tmp-step_00000004-77-cafe")
+        if not complete:
+            (root / ".tmp-step_00000004-77-cafe" / CHECKSUM_FILE).unlink()
+        sweep_incomplete(root)
+        assert sorted(p.name for p in root.iterdir()) == [step_dir_name(4)]
+        verify(root / step_dir_name(4))
+        got = (root / step_dir_name(4) / "model.safetensors").read_bytes()
+        assert (got == new_weights) == complete
+        remove_tree(root / step_dir_name(4))
 
 
 # -- 3. preemption -----------------------------------------------------------------------------

@@ -10,10 +10,10 @@ Layout of one checkpoint, `<root>/step_<8 digits>/` (root = results/checkpoints/
     SHA256SUMS          sha256 of every file above, written last
 
 Atomicity: everything is written into a hidden temporary directory in the same root, each
-file fsync'ed, then the directory is renamed to its final name and the root fsync'ed. A
-crash at any point leaves either the previous set of checkpoints or the new complete one; a
-half-written `.tmp-*` directory is never mistaken for a checkpoint and is swept on the next
-start. The checksums catch what atomic rename cannot: corruption after the fact (a truncated
+file fsync'ed, then the directory is renamed to its final name and the root fsync'ed (a step
+saved again first moves its old directory aside, `replace_dir`). A crash at any point leaves
+either the previous set of checkpoints or the new complete one; a half-written `.tmp-*`
+directory is never mistaken for a checkpoint and is swept on the next start. The checksums catch what atomic rename cannot: corruption after the fact (a truncated
 copy, a bad disk, a file edited by hand).
 
 Safety: `.pt` files go through `torch.load(weights_only=True)`, whose unpickler only rebuilds
@@ -104,14 +104,34 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+_HIDDEN_RE = re.compile(r"^\.(tmp|old)-(step_\d{8})-")
+
+
 def sweep_incomplete(root: str | Path) -> None:
-    """Remove leftovers of interrupted writes/deletes (`.tmp-*`, `.trash-*`). Call only when no
-    other process writes this root (rank 0, at start-up)."""
+    """Remove leftovers of interrupted writes/deletes (`.tmp-*`, `.trash-*`, `.old-*`), first
+    restoring a step that a crash inside `replace_dir` left without its `step_*` directory: its
+    new copy (`.tmp-`, complete: checksums verified) if there is one, else its old one (`.old-`).
+    Call only when no other process writes this root (rank 0, at start-up)."""
     root = Path(root)
     if not root.is_dir():
         return
+    orphans: dict[str, list[Path]] = {}
     for p in root.iterdir():
-        if p.name.startswith((".tmp-", ".trash-")):
+        m = _HIDDEN_RE.match(p.name)
+        if m and p.is_dir() and not (root / m.group(2)).exists():
+            orphans.setdefault(m.group(2), []).append(p)
+    for name, copies in sorted(orphans.items()):
+        for p in sorted(copies, key=lambda c: not c.name.startswith(".tmp-")):  # the newer write first
+            try:
+                verify(p)
+            except CheckpointError:
+                continue
+            os.rename(p, root / name)
+            fsync_path(root)
+            log.warning("%s: restored %s from %s (a crash while it was being replaced)", root, name, p.name)
+            break
+    for p in root.iterdir():
+        if p.name.startswith((".tmp-", ".trash-", ".old-")):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -196,15 +216,30 @@ def save_checkpoint(
             os.fsync(f.fileno())
         fsync_path(tmp)
         final = root / name
-        if final.exists():  # e.g. a quarantined-then-recreated step, or a re-save after resume
-            remove_tree(final)
-        os.rename(tmp, final)
-        fsync_path(root)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     prune(root, keep)
     return final
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the complete checkpoint `tmp` to `final`. A `final` that exists (a re-save of the
+    same step: after a resume, or of a quarantined step) cannot be replaced by one rename (a
+    directory renames only onto an empty one), and deleting it first would leave, after a crash
+    between the delete and the rename, no `step_*` of that step, only the new copy under its
+    hidden name, which `sweep_incomplete` would then delete. So the old one is renamed aside to
+    `.old-<name>-*` first: at every instant `final` or a complete hidden copy that
+    `sweep_incomplete` restores exists."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+    os.rename(tmp, final)
+    fsync_path(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def prune(root: str | Path, keep: int) -> None:

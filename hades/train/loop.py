@@ -71,6 +71,7 @@ from .checkpoint import (
     prune,
     read_checkpoint,
     remove_tree,
+    replace_dir,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -849,7 +850,4 @@ class _Trainer:
         for f in tmp.iterdir():
             fsync_path(f)
         fsync_path(tmp)
-        if final.exists():
-            remove_tree(final)
-        os.rename(tmp, final)
-        fsync_path(final.parent)
+        replace_dir(tmp, final)  # an export of a resumed run replaces the last one
