@@ -30,14 +30,9 @@ dest=${1:-.device/official_ss}
 python=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-if git rev-parse --show-toplevel >/dev/null 2>&1; then
-  mkdir -p "$dest"
-  top=$(git rev-parse --show-toplevel)
-  abs=$(cd "$dest" && pwd)
-  case $abs/ in
-    "$top"/*) git check-ignore -q "$dest" || { echo "error: $dest is inside the repository but not git-ignored" >&2; exit 1; } ;;
-  esac
-fi
+# refuse a destination that git would track (the official code must never be committed)
+. "$(dirname "$0")/_official_dest.sh"
+refuse_tracked_dest "$dest"
 command -v nvcc >/dev/null || { echo "error: nvcc not found (a CUDA toolkit is needed to build the reference)" >&2; exit 1; }
 
 work=$(mktemp -d)

@@ -40,14 +40,8 @@ declare -A known_sha=(
 )
 
 # refuse a destination that git would track (the official code must never be committed)
-if git rev-parse --show-toplevel >/dev/null 2>&1; then
-  mkdir -p "$dest"
-  top=$(git rev-parse --show-toplevel)
-  abs=$(cd "$dest" && pwd)
-  case $abs/ in
-    "$top"/*) git check-ignore -q "$dest" || { echo "error: $dest is inside the repository but not git-ignored" >&2; exit 1; } ;;
-  esac
-fi
+. "$(dirname "$0")/_official_dest.sh"
+refuse_tracked_dest "$dest"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
