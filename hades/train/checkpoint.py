@@ -121,7 +121,8 @@ def sweep_incomplete(root: str | Path) -> None:
         if m and p.is_dir() and not (root / m.group(2)).exists():
             orphans.setdefault(m.group(2), []).append(p)
     for name, copies in sorted(orphans.items()):
-        for p in sorted(copies, key=lambda c: not c.name.startswith(".tmp-")):  # the newer write first
+        # the new copy before the old one; among several (crashed writers), the newest first
+        for p in sorted(copies, key=lambda c: (not c.name.startswith(".tmp-"), -c.stat().st_mtime_ns, c.name)):
             try:
                 verify(p)
             except CheckpointError:
