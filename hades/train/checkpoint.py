@@ -13,8 +13,9 @@ Atomicity: everything is written into a hidden temporary directory in the same r
 file fsync'ed, then the directory is renamed to its final name and the root fsync'ed (a step
 saved again first moves its old directory aside, `replace_dir`). A crash at any point leaves
 either the previous set of checkpoints or the new complete one; a half-written `.tmp-*`
-directory is never mistaken for a checkpoint and is swept on the next start. The checksums catch what atomic rename cannot: corruption after the fact (a truncated
-copy, a bad disk, a file edited by hand).
+directory is never mistaken for a checkpoint and is swept on the next start. The checksums
+catch what atomic rename cannot: corruption after the fact (a truncated copy, a bad disk, a
+file edited by hand).
 
 Safety: `.pt` files go through `torch.load(weights_only=True)`, whose unpickler only rebuilds
 tensors and plain containers. A checkpoint holding any other pickled object is refused
